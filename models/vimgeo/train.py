@@ -1,0 +1,393 @@
+"""Train VimGeo on University-1652 (or any folder in its layout).
+
+    python -m vimgeo.train --config paper --data /data/University-1652            # one GPU or CPU
+    torchrun --nproc_per_node 4 -m vimgeo.train --config paper --data /data/U1652   # several GPUs (DDP)
+    python -m vimgeo.train --config paper --data ... --resume auto                  # continue the last run
+
+A run folder ``<out_dir>/<name>/`` holds ``config.json``, ``metrics.jsonl`` (one JSON object per logged step
+and per evaluation), ``metrics.png``, ``last.pt`` (written atomically every ``checkpoint_every`` steps and at
+each epoch end; resuming continues mid-epoch at the exact batch) and ``final.pt``. Every checkpoint carries
+the config and the resolved backbone config, so ``build_model_from_checkpoint`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vimgeo.config import TrainConfig, load_config, save_config
+from vimgeo.dataset import TrainPairs, UniqueIdBatchSampler
+from vimgeo.losses import VimGeoLoss
+from vimgeo.model import VimConfig, VimGeo, get_config
+from vimgeo.transforms import build_transforms, mixup_batch
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``floor`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+_NO_DECAY_SUFFIXES = ("A_log", "A_b_log", ".D", ".D_b", "pos_embed", "cls_token", "logit_scale")
+
+
+def param_groups(named_params, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on norms, biases and the SSM's A/D (as Vim trains them)."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(_NO_DECAY_SUFFIXES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def backbone_config(cfg: TrainConfig) -> VimConfig:
+    return get_config(
+        cfg.backbone, img_size=cfg.img_size, drop_path_rate=cfg.drop_path_rate, scan_impl=cfg.scan_impl
+    )
+
+
+def build_model(cfg: TrainConfig) -> VimGeo:
+    return VimGeo(backbone_config(cfg), share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path, map_location: str = "cpu") -> VimGeo:
+    """A VimGeo with the weights of a training checkpoint (the dict, or its path), in eval mode."""
+    if not isinstance(ckpt, dict):
+        ckpt = torch.load(ckpt, map_location=map_location, weights_only=False)
+    for key in ("config", "backbone", "model"):
+        if key not in ckpt:
+            raise ValueError(f"checkpoint lacks '{key}': not a vimgeo training checkpoint")
+    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint config")
+    vim_cfg = VimConfig(**{**ckpt["backbone"], "drop_path_rate": 0.0})
+    model = VimGeo(vim_cfg, share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.eval()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a single process."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(d.local_rank)
+    return d
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl`` (main process only) and redraws ``metrics.png``."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.png = run_dir / "metrics.png"
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def plot(self) -> None:
+        if not self.enabled:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = self.records()
+        steps = [r for r in recs if r.get("kind") == "train"]
+        evals = [r for r in recs if r.get("kind") == "eval"]
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        if steps:
+            ax[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], label="total")
+            for part in ("infonce", "dice", "kl", "triplet"):
+                if part in steps[0]:
+                    ax[0].plot([r["step"] for r in steps], [r[part] for r in steps], label=part, alpha=0.7)
+        ax[0].set(xlabel="step", ylabel="loss", title="training loss")
+        ax[0].legend()
+        if evals:
+            for key in ("drone->satellite", "satellite->drone"):
+                ax[1].plot(
+                    [r["step"] for r in evals],
+                    [r["metrics"][key]["official"]["R@1"] for r in evals],
+                    marker="o",
+                    label=f"{key} R@1 (official)",
+                )
+        ax[1].set(xlabel="step", ylabel="%", title="test R@1")
+        ax[1].legend()
+        fig.tight_layout()
+        tmp = self.png.with_name("metrics.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.png)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None) -> dict[str, Any]:
+    """Run one training job; returns a summary (final step, last losses, evaluation metrics)."""
+    d = init_distributed()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and d.world_size > 1:
+        dev = torch.device("cuda", d.local_rank)
+    if not cfg.data:
+        raise ValueError("no dataset: pass --data PATH (the University-1652 root holding train/ and test/)")
+    data_root = Path(cfg.data)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.json")
+    log = MetricsLog(run_dir, d.is_main)
+    seed_everything(cfg.seed + d.rank)
+
+    model = build_model(cfg).to(dev)
+    if cfg.pretrained:
+        if not Path(cfg.pretrained).exists():
+            raise FileNotFoundError(
+                f"pretrained checkpoint {cfg.pretrained} not found (config field 'pretrained'; "
+                "download the official Vim-S checkpoint or set pretrained=\"\" for random init)"
+            )
+        model.load_pretrained(cfg.pretrained)
+    criterion = VimGeoLoss(cfg.losses, label_smoothing=cfg.label_smoothing, init_temperature=cfg.init_temperature)
+    criterion.to(dev)
+
+    mean, std = model.config.mean, model.config.std
+    drone_tf, sat_tf = build_transforms(cfg.img_size, mean, std, kind=cfg.augmentation, train=True)
+    dataset = TrainPairs(data_root, drone_tf, sat_tf, flip_prob=cfg.flip_prob, seed=cfg.seed)
+    sampler = UniqueIdBatchSampler(
+        dataset.labels, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+        rank=d.rank, world_size=d.world_size,
+    )  # fmt: skip
+    steps_per_epoch = len(sampler)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{data_root}: too few buildings ({len(set(dataset.labels))}) for batch_size {cfg.batch_size}"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+
+    params = param_groups(model.named_parameters(), cfg.weight_decay)
+    params += param_groups((("loss." + n, p) for n, p in criterion.named_parameters()), 0.0)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    use_amp = cfg.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    step = 0
+    ckpt_path = run_dir / "last.pt"
+    if resume:
+        path = ckpt_path if resume == "auto" else Path(resume)
+        if path.exists():
+            state = torch.load(path, map_location=dev, weights_only=False)
+            model.load_state_dict(state["model"])
+            criterion.load_state_dict(state["loss"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step = state["step"]
+            torch.set_rng_state(state["rng"]["torch"])
+            if d.is_main:
+                print(f"resumed from {path} at step {step}")
+        elif resume != "auto":
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+
+    ddp_model = model
+    if d.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if dev.type == "cuda" else None
+        )
+
+    def checkpoint(path: Path) -> None:
+        if not d.is_main:
+            return
+        atomic_torch_save(
+            {
+                "config": cfg.to_dict(),
+                "backbone": dataclasses.asdict(model.config),
+                "model": model.state_dict(),
+                "loss": criterion.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "rng": {"torch": torch.get_rng_state()},
+            },
+            path,
+        )
+
+    bar = tqdm(total=total_steps, initial=step, disable=not d.is_main, desc=cfg.name, dynamic_ncols=True)
+    last: dict[str, float] = {}
+    started = time.perf_counter()
+    ddp_model.train()
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        # Resuming mid-epoch: the sampler is deterministic per (seed, epoch), so drop the batches already done.
+        batches = list(sampler)[skip:]
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=cfg.num_workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=False,
+        )
+        for drone, sat, _labels in loader:
+            if step >= total_steps:
+                break
+            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            drone, sat = drone.to(dev, non_blocking=True), sat.to(dev, non_blocking=True)
+            targets = None
+            if cfg.mixup_alpha > 0:
+                drone, sat, targets = mixup_batch(drone, sat, cfg.mixup_alpha)
+            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
+            with autocast:
+                q, g = ddp_model(drone, sat)
+            loss, parts = criterion(q.float(), g.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            last = {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
+            if step % cfg.log_every == 0 or step == total_steps:
+                temperature = 1.0 / float(criterion.logit_scale.exp())
+                log.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
+                           "temperature": temperature, "elapsed_s": time.perf_counter() - started, **last})
+            if step % cfg.checkpoint_every == 0:
+                checkpoint(ckpt_path)
+        epoch_done = step % steps_per_epoch == 0
+        if epoch_done:
+            checkpoint(ckpt_path)
+        finished = step >= total_steps
+        if d.is_main and (finished or (cfg.eval_every and epoch_done and (epoch + 1) % cfg.eval_every == 0)):
+            if (data_root / "test").exists():
+                metrics = run_evaluation(model, cfg, dev)
+                log.write({"kind": "eval", "step": step, "epoch": epoch, "metrics": metrics})
+                print_metrics(metrics)
+            ddp_model.train()
+        log.plot()
+    bar.close()
+    checkpoint(run_dir / "final.pt")
+    if d.world_size > 1:
+        dist.destroy_process_group()
+    evals = [r for r in log.records() if r.get("kind") == "eval"]
+    last_eval = evals[-1]["metrics"] if evals else None
+    return {"step": step, "last": last, "eval": last_eval, "run_dir": str(run_dir)}
+
+
+def run_evaluation(model: VimGeo, cfg: TrainConfig, dev: torch.device) -> dict[str, Any]:
+    from vimgeo.evaluate import evaluate
+
+    model.eval()
+    with torch.no_grad():
+        return evaluate(
+            model,
+            Path(cfg.data),
+            cfg.img_size,
+            model.config.mean,
+            model.config.std,
+            batch_size=cfg.eval_batch_size,
+            device=str(dev),
+            num_workers=cfg.num_workers,
+        )
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    for direction, by_protocol in metrics.items():
+        for protocol, m in by_protocol.items():
+            cells = "  ".join(f"{k} {v:6.2f}" for k, v in m.items())
+            print(f"{direction:18s} {protocol:10s} {cells}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vimgeo.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="paper", help="config name in models/configs/ or a .toml path")
+    ap.add_argument("--data", help="University-1652 root (holds train/ and test/)")
+    ap.add_argument("--out", help="parent folder of the run folder (default: config's out_dir)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    ap.add_argument("--resume", help="'auto' (the run folder's last.pt, if any) or a checkpoint path")
+    ap.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    args = ap.parse_args(argv)
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"data={json.dumps(args.data)}")
+    if args.out:
+        overrides.append(f"out_dir={json.dumps(args.out)}")
+    cfg = load_config(args.config, overrides)
+    summary = train(cfg, device=args.device, resume=args.resume)
+    print(json.dumps({k: v for k, v in summary.items() if k != "eval"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+//! vimgeo: onboard visual geo-localization for drones that fly without GNSS.
+//!
+//! The crate is the onboard runtime. Each pipeline stage lives in the module named after it
+//! (see `docs` in the repository's README and ARCHITECTURE map):
+//! camera → rectify → encode → match → localize → publish.
+//! Only the binary (`src/main.rs`) parses arguments or reads the environment; the library takes
+//! resolved configuration values.
+
+pub mod encoder;
+
+/// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
