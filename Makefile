@@ -20,7 +20,7 @@ APT_PACKAGES :=
 ORT_DYLIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*))
 PYTHONPATH_MODELS := $(CURDIR)/models
 
-.PHONY: setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
+.PHONY: print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
 
 setup: apt venv
 
@@ -64,3 +64,7 @@ lint-python: venv
 fmt: venv
 	cargo fmt
 	"$(PY)" -m ruff format models
+
+# The cached environment's python, for commands in the READMEs: PY=$(make -s print-python)
+print-python:
+	@echo "$(PY)"

@@ -19,7 +19,6 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-LOSS_NAMES = ("infonce", "dice", "kl", "triplet")
 AUGMENTATIONS = ("traditional", "augmix")
 
 
@@ -81,7 +80,8 @@ class TrainConfig:
         def bad(fld: str, why: str) -> ValueError:
             return ValueError(f"{source}: field '{fld}' {why}")
 
-        from vimgeo.model import CONFIGS  # late: model imports torch
+        from vimgeo.losses import LOSS_NAMES  # late: these import torch
+        from vimgeo.model import CONFIGS
 
         if self.backbone not in CONFIGS:
             raise bad("backbone", f"must be one of {sorted(CONFIGS)}, got {self.backbone!r}")

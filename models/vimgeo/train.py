@@ -286,6 +286,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
     while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)  # per-epoch joint flips
         # Resuming mid-epoch: the sampler is deterministic per (seed, epoch), so drop the batches already done.
         batches = list(sampler)[skip:]
         loader = DataLoader(
@@ -321,7 +322,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
             if step % cfg.log_every == 0 or step == total_steps:
-                temperature = 1.0 / float(criterion.logit_scale.exp())
+                temperature = float(criterion.temperature)
                 log.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                            "temperature": temperature, "elapsed_s": time.perf_counter() - started, **last})
             if step % cfg.checkpoint_every == 0:
