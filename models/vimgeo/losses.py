@@ -81,7 +81,7 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return 1.0 / float(self.scale())
+        return 1.0 / float(self.scale().detach())
 
     def forward(
         self, q: Tensor, g: Tensor, targets: Tensor | None = None, scale: Tensor | None = None

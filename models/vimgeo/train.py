@@ -90,6 +90,16 @@ def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path, map_location:
     return model.eval()
 
 
+def capture_rng() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -177,7 +187,8 @@ class MetricsLog:
                     label=f"{key} R@1 (official)",
                 )
         ax[1].set(xlabel="step", ylabel="%", title="test R@1")
-        ax[1].legend()
+        if evals:
+            ax[1].legend()
         fig.tight_layout()
         tmp = self.png.with_name("metrics.tmp.png")
         fig.savefig(tmp, dpi=100)
@@ -209,14 +220,18 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
         if not Path(cfg.pretrained).exists():
             raise FileNotFoundError(
                 f"pretrained checkpoint {cfg.pretrained} not found (config field 'pretrained'; "
-                "download the official Vim-S checkpoint or set pretrained=\"\" for random init)"
+                'download the official Vim-S checkpoint or set pretrained="" for random init)'
             )
         model.load_pretrained(cfg.pretrained)
-    criterion = VimGeoLoss(cfg.losses, label_smoothing=cfg.label_smoothing, init_temperature=cfg.init_temperature)
+    criterion = VimGeoLoss(
+        cfg.losses, label_smoothing=cfg.label_smoothing, init_temperature=cfg.init_temperature
+    )
     criterion.to(dev)
 
     mean, std = model.config.mean, model.config.std
-    drone_tf, sat_tf = build_transforms(cfg.img_size, mean, std, kind=cfg.augmentation, train=True)
+    drone_tf, sat_tf = build_transforms(
+        cfg.img_size, mean, std, kind=cfg.augmentation, train=True, interpolation=model.config.interpolation
+    )
     dataset = TrainPairs(data_root, drone_tf, sat_tf, flip_prob=cfg.flip_prob, seed=cfg.seed)
     sampler = UniqueIdBatchSampler(
         dataset.labels, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
@@ -250,7 +265,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             step = state["step"]
-            torch.set_rng_state(state["rng"]["torch"])
+            restore_rng(state["rng"])
             if d.is_main:
                 print(f"resumed from {path} at step {step}")
         elif resume != "auto":
@@ -274,7 +289,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "step": step,
-                "rng": {"torch": torch.get_rng_state()},
+                "rng": capture_rng(),
             },
             path,
         )
@@ -287,11 +302,14 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
         epoch, skip = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)  # per-epoch joint flips
-        # Resuming mid-epoch: the sampler is deterministic per (seed, epoch), so drop the batches already done.
+        # Resuming mid-epoch: the sampler is deterministic per (seed, epoch); drop the batches already done.
         batches = list(sampler)[skip:]
+        # Its own generator, so creating the loader does not draw from the global RNG the augmentations use
+        # (a resumed run then sees the same random stream as an uninterrupted one when num_workers = 0).
         loader = DataLoader(
             dataset,
             batch_sampler=batches,
+            generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch),
             num_workers=cfg.num_workers,
             pin_memory=dev.type == "cuda",
             persistent_workers=False,
@@ -323,8 +341,17 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
             if step % cfg.log_every == 0 or step == total_steps:
                 temperature = float(criterion.temperature)
-                log.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
-                           "temperature": temperature, "elapsed_s": time.perf_counter() - started, **last})
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "epoch": epoch,
+                        "lr": lr,
+                        "temperature": temperature,
+                        "elapsed_s": time.perf_counter() - started,
+                        **last,
+                    }
+                )
             if step % cfg.checkpoint_every == 0:
                 checkpoint(ckpt_path)
         epoch_done = step % steps_per_epoch == 0

@@ -136,24 +136,29 @@ def build_transforms(
     std: Sequence[float] = IMAGENET_STD,
     kind: str = "traditional",
     train: bool = True,
+    interpolation: str = "bicubic",
 ) -> tuple[Callable[[Image.Image], Tensor], Callable[[Image.Image], Tensor]]:
     """``(drone_tf, satellite_tf)``: PIL RGB image -> float tensor [3, H, W], normalised with mean/std.
 
     ``img_size`` is a side (square) or ``(H, W)``. Random draws use torch's global generator, which the
-    DataLoader seeds per worker.
+    DataLoader seeds per worker. ``interpolation`` is the model's (``VimConfig.interpolation``, recorded in
+    the exported manifest); evaluation resizes the PIL image with it, as the onboard preprocessing does.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown augmentation kind {kind!r} (known: {', '.join(KINDS)})")
     size = _size(img_size)
-    resize = v2.Resize(size, antialias=True)
+    modes = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
+    if interpolation not in modes:
+        raise ValueError(f"unknown interpolation {interpolation!r} (known: {', '.join(modes)})")
+    resize = v2.Resize(size, interpolation=modes[interpolation], antialias=True)
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
-    if not train:
-        tf = v2.Compose([v2.ToImage(), resize, *to_float])
+    if not train:  # PIL resize first: the same filter as the Rust preprocessing (a PIL port)
+        tf = v2.Compose([resize, v2.ToImage(), *to_float])
         return tf, tf
 
     if kind == "augmix":
-        tf = v2.Compose([v2.ToImage(), resize, v2.AugMix(), *to_float])
+        tf = v2.Compose([resize, v2.ToImage(), v2.AugMix(), *to_float])
         return tf, tf
 
     def traditional(rotate: bool) -> v2.Compose:
