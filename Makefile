@@ -14,13 +14,14 @@ REQUIREMENTS := models/requirements.txt
 VENV_KEY := $(shell sha256sum $(REQUIREMENTS) | cut -c1-12)
 VENV ?= $(HOME)/.cache/vimgeo/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
-# Debian packages the build needs (none beyond the stock toolchains yet; later stages add theirs here).
-APT_PACKAGES :=
+# Debian packages the build needs: GDAL for the tile-cache builder (cargo feature `gdal`; the onboard binary
+# builds without it).
+APT_PACKAGES := libgdal-dev pkg-config
 # The PyPI onnxruntime wheel ships the shared library that the `ort` crate loads at run time.
 ORT_DYLIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*))
 PYTHONPATH_MODELS := $(CURDIR)/models
 
-.PHONY: print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
+.PHONY: bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
 
 setup: apt venv
 
@@ -45,17 +46,18 @@ $(VENV)/.complete: $(REQUIREMENTS)
 
 test: setup lint test-rust test-python
 
-test-rust: venv
-	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets
+test-rust: apt venv
+	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
 
 test-python: venv
 	cd models && PYTHONPATH=$(PYTHONPATH_MODELS) "$(PY)" -m pytest -q
 
 lint: lint-rust lint-python
 
-lint-rust:
+lint-rust: apt
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --all-targets --all-features --quiet -- -D warnings
 
 lint-python: venv
 	"$(PY)" -m ruff check models
@@ -68,3 +70,52 @@ fmt: venv
 # The cached environment's python, for commands in the READMEs: PY=$(make -s print-python)
 print-python:
 	@echo "$(PY)"
+
+# ---------------------------------------------------------------------------------------------------------
+# Benchmarks (figures for notes and READMEs; never part of `make test`).
+# Random-weight models for the encoder benchmark, exported once into target/bench-models/ (git-ignored).
+BENCH_MODELS := target/bench-models
+EXPORT := cd models && PYTHONPATH=$(PYTHONPATH_MODELS) "$(PY)" -m vimgeo.export
+
+$(BENCH_MODELS)/vim-small-384-%.onnx: | venv
+	$(EXPORT) --config small --img-size 384 --scan-form $* --out-dir $(CURDIR)/$(BENCH_MODELS) --name vim-small-384-$*
+
+$(BENCH_MODELS)/vim-tiny-224-%.onnx: | venv
+	$(EXPORT) --config tiny --img-size 224 --scan-form $* --out-dir $(CURDIR)/$(BENCH_MODELS) --name vim-tiny-224-$*
+
+$(BENCH_MODELS)/convnext-tiny-384.onnx: | venv
+	$(EXPORT) convnext --img-size 384 --out $(CURDIR)/$(BENCH_MODELS) --name convnext-tiny-384
+
+BENCH_ENCODER_MODELS := vim-small-384-custom vim-small-384-portable vim-tiny-224-custom vim-tiny-224-portable
+
+# Encoder latency per frame: Vim-S@384 and Vim-T@224 (custom op / portable form) on ORT and tract, ConvNeXt-T@384 on ORT.
+bench-encoder: $(foreach m,$(BENCH_ENCODER_MODELS) convnext-tiny-384,$(BENCH_MODELS)/$(m).onnx) venv
+	cargo build --release --quiet
+	export ORT_DYLIB_PATH="$(ORT_DYLIB)"; \
+	for m in $(BENCH_ENCODER_MODELS); do for e in ort tract; do \
+	  iters=20; case $$m in *portable) iters=5;; esac; \
+	  echo "== $$m on $$e"; ./target/release/vimgeo bench encoder --model $(BENCH_MODELS)/$$m.onnx --engine $$e --iters $$iters; \
+	done; done; \
+	echo "== convnext-tiny-384 on ort"; ./target/release/vimgeo bench encoder --model $(BENCH_MODELS)/convnext-tiny-384.onnx --engine ort --iters 20
+
+# The SelectiveScan kernel alone, one (577, 768, 16) scan, single thread, against the plain loop.
+bench-scan:
+	cargo build --release --quiet
+	./target/release/vimgeo bench scan --threads 1
+
+# Tile-cache search: top-10 over 1,000,000 x 384 embeddings (f16 and f32) against faiss-cpu's IndexFlatIP on
+# the same data, in a small separate environment (faiss is a benchmark tool, not a dependency).
+BENCH_REQ := bench/requirements.txt
+BENCH_VENV ?= $(HOME)/.cache/vimgeo/bench-venv-$(shell sha256sum $(BENCH_REQ) | cut -c1-12)
+
+$(BENCH_VENV)/.complete: $(BENCH_REQ)
+	rm -rf "$(BENCH_VENV).partial"
+	python3 -m venv "$(BENCH_VENV).partial"
+	"$(BENCH_VENV).partial/bin/python" -m pip install --quiet --disable-pip-version-check -r $(BENCH_REQ)
+	touch "$(BENCH_VENV).partial/.complete"
+	rm -rf "$(BENCH_VENV)"
+	mv "$(BENCH_VENV).partial" "$(BENCH_VENV)"
+
+bench-search: $(BENCH_VENV)/.complete
+	cargo build --release --quiet
+	"$(BENCH_VENV)/bin/python" bench/search_vs_faiss.py --tiles 1000000 --dim 384 --queries 20 --cache-dir "$${TMPDIR:-/tmp}"

@@ -7,6 +7,7 @@
 //! resolved configuration values.
 
 pub mod encoder;
+pub mod matching;
 
 /// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

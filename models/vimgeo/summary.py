@@ -76,6 +76,33 @@ def count_flops(model: Vim | VimGeo, img_size: int | None = None) -> FlopCount:
     return FlopCount(matmul_conv, sum(scans), matmul_conv + sum(scans))
 
 
+def time_training_step(cfg, batch_size: int, steps: int, share_weights: bool = True) -> list[float]:
+    """Seconds per optimiser step (forward + backward + AdamW) of VimGeo with the paper's loss, on the CPU.
+
+    One untimed warm-up step first; random images, ``batch_size`` pairs (drone + satellite) per step.
+    """
+    import time
+
+    from vimgeo.losses import VimGeoLoss
+
+    torch.manual_seed(0)
+    model = VimGeo(cfg, share_weights=share_weights).train()
+    loss_fn = VimGeoLoss({"infonce": 1.0, "dice": 1.0, "kl": 1.0})
+    opt = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-4)
+    drone = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size)
+    sat = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss, _ = loss_fn(*model(drone, sat))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m vimgeo.summary", description="Parameter count and FLOPs of a VimGeo encoder."
@@ -84,6 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: config's)")
     ap.add_argument("--proj-dim", type=int, default=None, help="projection to this embedding width")
     ap.add_argument("--separate-weights", action="store_true", help="one backbone per branch")
+    ap.add_argument(
+        "--time-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N CPU training steps (after a warm-up)",
+    )
+    ap.add_argument("--batch-size", type=int, default=2, help="pairs per timed training step")
     args = ap.parse_args(argv)
 
     overrides = {} if args.img_size is None else {"img_size": args.img_size}
@@ -101,6 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{_FLOPS_PER_CHANNEL} per channel and token)")
     print(f"GMACs         {flops.total / 2e9:.3f} per image (= GFLOPs / 2; fvcore-style 'FLOPs' in papers)")
     print(f"embedding     {model.embedding_dim} dims, L2-normalised")
+    if args.time_steps > 0:
+        times = sorted(time_training_step(cfg, args.batch_size, args.time_steps, not args.separate_weights))
+        median = times[len(times) // 2]
+        print(
+            f"train step    median {median:.2f} s, min {times[0]:.2f} s over {len(times)} steps "
+            f"(batch {args.batch_size} pairs, CPU, {torch.get_num_threads()} threads, scan '{cfg.scan_impl}')"
+        )
 
 
 if __name__ == "__main__":
