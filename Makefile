@@ -34,7 +34,9 @@ apt:
 
 venv: $(VENV)/.complete
 
-$(VENV)/.complete: $(REQUIREMENTS)
+# No prerequisite on purpose: the folder name already carries the requirements' hash, and a fresh clone's
+# newer file times must not trigger a rebuild of a complete environment.
+$(VENV)/.complete:
 	@echo "creating Python environment $(VENV) (first run downloads PyTorch, ~3 GB)"
 	rm -rf "$(VENV).partial"
 	mkdir -p "$(dir $(VENV))"
@@ -108,7 +110,7 @@ bench-scan:
 BENCH_REQ := bench/requirements.txt
 BENCH_VENV ?= $(HOME)/.cache/vimgeo/bench-venv-$(shell sha256sum $(BENCH_REQ) | cut -c1-12)
 
-$(BENCH_VENV)/.complete: $(BENCH_REQ)
+$(BENCH_VENV)/.complete:
 	rm -rf "$(BENCH_VENV).partial"
 	python3 -m venv "$(BENCH_VENV).partial"
 	"$(BENCH_VENV).partial/bin/python" -m pip install --quiet --disable-pip-version-check -r $(BENCH_REQ)
