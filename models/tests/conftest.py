@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from vimgeo.dataset import make_synthetic_university1652
 
@@ -21,3 +22,13 @@ def tiny_university(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_sizes() -> dict[str, int]:
     """The sizes ``tiny_university`` was written with."""
     return dict(TINY)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for modules of tiny tensors: a second thread buys nothing there and, on a busy
+    2-core machine, makes every op wait for it (10x slower tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

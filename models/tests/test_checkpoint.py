@@ -10,14 +10,7 @@ import torch.nn.functional as F
 
 from vimgeo.model import Vim, VimGeo, checkpoint_filter_fn, get_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only makes each op wait on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 OLD = get_config("test")  # 32 px, patch 8: a 4 x 4 grid, 16 patches, class token at 8 (the "224" file)

@@ -10,15 +10,7 @@ import torch.nn.functional as F
 from vimgeo.model import CONFIGS, BidirectionalMamba, Vim, VimConfig, VimGeo, get_config
 from vimgeo.scan import selective_scan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine, makes
-    # every op wait for it (10x slower tests).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CFG = get_config("test")  # 32 px, patch 8: 16 patches + class token, embed 32, depth 2

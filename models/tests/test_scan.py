@@ -7,15 +7,7 @@ import torch
 
 from vimgeo.scan import cuda_kernel_available, selective_scan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine, makes
-    # every op wait for it (10x slower tests).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
