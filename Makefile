@@ -49,7 +49,7 @@ $(VENV)/.complete:
 test: setup lint test-rust test-python
 
 test-rust: apt venv
-	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
+	VIMGEO_PYTHON="$(PY)" ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
 
 test-python: venv
 	cd models && PYTHONPATH=$(PYTHONPATH_MODELS) "$(PY)" -m pytest -q

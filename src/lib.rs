@@ -7,7 +7,10 @@
 //! resolved configuration values.
 
 pub mod encoder;
+pub mod fc;
+pub mod fix;
 pub mod matching;
+pub mod sim;
 
 /// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,309 @@
+//! The vehicle-state store: the latest value of every telemetry message we use, each stamped with the
+//! monotonic time it arrived.
+//!
+//! The link thread [`VehicleState::apply`]s every message from the autopilot; readers take a copy. The values
+//! are our own plain types (SI units, degrees for geodetic coordinates), so the rest of the pipeline does not
+//! depend on the MAVLink crate.
+
+use std::time::{Duration, Instant};
+
+use mavlink::dialects::ardupilotmega::{
+    EkfStatusFlags, MavAutopilot, MavMessage, MavSensorOrientation, MavSysStatusSensor,
+};
+
+use super::messages::EkfOrigin;
+
+/// A value and when it arrived (monotonic clock of this process).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamped<T> {
+    /// The value.
+    pub value: T,
+    /// Arrival time.
+    pub at: Instant,
+}
+
+impl<T> Stamped<T> {
+    /// Time since arrival.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at)
+    }
+}
+
+/// Which flight stack the autopilot runs (from its HEARTBEAT); decides what we publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutopilotKind {
+    /// MAV_AUTOPILOT_ARDUPILOTMEGA: takes GPS_INPUT.
+    ArduPilot,
+    /// MAV_AUTOPILOT_PX4: takes GLOBAL_POSITION_SENSOR (and ignores GPS_INPUT).
+    Px4,
+    /// Anything else, by its MAV_AUTOPILOT value.
+    Other(u8),
+}
+
+/// The autopilot's identity, from its HEARTBEAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autopilot {
+    /// Flight stack.
+    pub kind: AutopilotKind,
+    /// Its system id.
+    pub system_id: u8,
+    /// Its component id (normally 1).
+    pub component_id: u8,
+    /// Whether the vehicle is armed.
+    pub armed: bool,
+}
+
+/// ATTITUDE, radians.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attitude {
+    /// Roll, rad.
+    pub roll: f32,
+    /// Pitch, rad.
+    pub pitch: f32,
+    /// Yaw, rad (from north, clockwise).
+    pub yaw: f32,
+}
+
+/// GLOBAL_POSITION_INT: the autopilot's fused position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlobalPosition {
+    /// Latitude, degrees.
+    pub lat_deg: f64,
+    /// Longitude, degrees.
+    pub lon_deg: f64,
+    /// Altitude MSL, metres.
+    pub alt_msl_m: f32,
+    /// Altitude above home, metres.
+    pub relative_alt_m: f32,
+    /// Ground velocity north, east, down, m/s.
+    pub vel_ned_mps: [f32; 3],
+}
+
+/// GPS_RAW_INT or GPS2_RAW: one receiver's raw solution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpsRaw {
+    /// GPS_FIX_TYPE value (0-1 no fix, 2 2D, 3 3D, 4+ DGPS/RTK).
+    pub fix_type: u8,
+    /// Satellites used; `None` when the receiver reports 255 (unknown).
+    pub satellites: Option<u8>,
+    /// HDOP; `None` when unknown.
+    pub hdop: Option<f32>,
+    /// Latitude, degrees.
+    pub lat_deg: f64,
+    /// Longitude, degrees.
+    pub lon_deg: f64,
+}
+
+/// SYS_STATUS: the GPS sensor bits and the battery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SysStatus {
+    /// The GPS sensor is present and enabled.
+    pub gps_enabled: bool,
+    /// The autopilot considers the GPS healthy.
+    pub gps_healthy: bool,
+    /// Battery voltage, volts.
+    pub battery_v: f32,
+}
+
+/// EKF_STATUS_REPORT (ArduPilot).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EkfStatus {
+    /// EKF_STATUS_FLAGS bits.
+    pub flags: u16,
+    /// The EKF flags the GPS as glitching (EKF_GPS_GLITCHING).
+    pub gps_glitching: bool,
+    /// Horizontal position variance (normalised innovation test ratio).
+    pub pos_horiz_variance: f32,
+}
+
+/// SYSTEM_TIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemTime {
+    /// The autopilot's UNIX time, µs (0 when it has none).
+    pub unix_us: u64,
+    /// Time since the autopilot booted, ms.
+    pub boot_ms: u32,
+}
+
+/// DISTANCE_SENSOR facing down: height above ground.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeightAboveGround {
+    /// Distance, metres.
+    pub distance_m: f32,
+    /// The sensor's valid range, metres.
+    pub range_m: [f32; 2],
+}
+
+/// The latest telemetry, each entry stamped with its arrival.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VehicleState {
+    /// From HEARTBEAT.
+    pub autopilot: Option<Stamped<Autopilot>>,
+    /// From ATTITUDE.
+    pub attitude: Option<Stamped<Attitude>>,
+    /// From GLOBAL_POSITION_INT.
+    pub global_position: Option<Stamped<GlobalPosition>>,
+    /// From GPS_RAW_INT: the vehicle's own GNSS, which the GNSS monitor watches.
+    pub gps1: Option<Stamped<GpsRaw>>,
+    /// From GPS2_RAW: with `GPS2_TYPE=14` this is our own visual fix coming back; never used for the verdict.
+    pub gps2: Option<Stamped<GpsRaw>>,
+    /// From SYS_STATUS.
+    pub sys_status: Option<Stamped<SysStatus>>,
+    /// From EKF_STATUS_REPORT.
+    pub ekf: Option<Stamped<EkfStatus>>,
+    /// From SYSTEM_TIME.
+    pub system_time: Option<Stamped<SystemTime>>,
+    /// From a downward DISTANCE_SENSOR.
+    pub height_above_ground: Option<Stamped<HeightAboveGround>>,
+    /// From GPS_GLOBAL_ORIGIN: the EKF origin ODOMETRY is relative to.
+    pub ekf_origin: Option<Stamped<EkfOrigin>>,
+}
+
+fn opt_hdop(eph_cm: u16) -> Option<f32> {
+    (eph_cm != u16::MAX).then(|| f32::from(eph_cm) / 100.0)
+}
+
+fn opt_sats(n: u8) -> Option<u8> {
+    (n != u8::MAX).then_some(n)
+}
+
+impl VehicleState {
+    /// Records `message` if it is one we keep. Returns whether it was.
+    pub fn apply(
+        &mut self,
+        message: &MavMessage,
+        system_id: u8,
+        component_id: u8,
+        now: Instant,
+    ) -> bool {
+        let at = now;
+        match message {
+            MavMessage::HEARTBEAT(h) => {
+                let kind = match h.autopilot {
+                    MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA => AutopilotKind::ArduPilot,
+                    MavAutopilot::MAV_AUTOPILOT_PX4 => AutopilotKind::Px4,
+                    other => AutopilotKind::Other(other as u8),
+                };
+                self.autopilot = Some(Stamped {
+                    value: Autopilot {
+                        kind,
+                        system_id,
+                        component_id,
+                        armed: h
+                            .base_mode
+                            .contains(mavlink::dialects::ardupilotmega::MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED),
+                    },
+                    at,
+                });
+            }
+            MavMessage::ATTITUDE(a) => {
+                self.attitude = Some(Stamped {
+                    value: Attitude {
+                        roll: a.roll,
+                        pitch: a.pitch,
+                        yaw: a.yaw,
+                    },
+                    at,
+                });
+            }
+            MavMessage::GLOBAL_POSITION_INT(p) => {
+                self.global_position = Some(Stamped {
+                    value: GlobalPosition {
+                        lat_deg: f64::from(p.lat) * 1e-7,
+                        lon_deg: f64::from(p.lon) * 1e-7,
+                        alt_msl_m: p.alt as f32 / 1000.0,
+                        relative_alt_m: p.relative_alt as f32 / 1000.0,
+                        vel_ned_mps: [
+                            f32::from(p.vx) / 100.0,
+                            f32::from(p.vy) / 100.0,
+                            f32::from(p.vz) / 100.0,
+                        ],
+                    },
+                    at,
+                });
+            }
+            MavMessage::GPS_RAW_INT(g) => {
+                self.gps1 = Some(Stamped {
+                    value: GpsRaw {
+                        fix_type: g.fix_type as u8,
+                        satellites: opt_sats(g.satellites_visible),
+                        hdop: opt_hdop(g.eph),
+                        lat_deg: f64::from(g.lat) * 1e-7,
+                        lon_deg: f64::from(g.lon) * 1e-7,
+                    },
+                    at,
+                });
+            }
+            MavMessage::GPS2_RAW(g) => {
+                self.gps2 = Some(Stamped {
+                    value: GpsRaw {
+                        fix_type: g.fix_type as u8,
+                        satellites: opt_sats(g.satellites_visible),
+                        hdop: opt_hdop(g.eph),
+                        lat_deg: f64::from(g.lat) * 1e-7,
+                        lon_deg: f64::from(g.lon) * 1e-7,
+                    },
+                    at,
+                });
+            }
+            MavMessage::SYS_STATUS(s) => {
+                let gps = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS;
+                self.sys_status = Some(Stamped {
+                    value: SysStatus {
+                        gps_enabled: s.onboard_control_sensors_present.contains(gps)
+                            && s.onboard_control_sensors_enabled.contains(gps),
+                        gps_healthy: s.onboard_control_sensors_health.contains(gps),
+                        battery_v: f32::from(s.voltage_battery) / 1000.0,
+                    },
+                    at,
+                });
+            }
+            MavMessage::EKF_STATUS_REPORT(e) => {
+                self.ekf = Some(Stamped {
+                    value: EkfStatus {
+                        flags: e.flags.bits(),
+                        gps_glitching: e.flags.contains(EkfStatusFlags::EKF_GPS_GLITCHING),
+                        pos_horiz_variance: e.pos_horiz_variance,
+                    },
+                    at,
+                });
+            }
+            MavMessage::SYSTEM_TIME(t) => {
+                self.system_time = Some(Stamped {
+                    value: SystemTime {
+                        unix_us: t.time_unix_usec,
+                        boot_ms: t.time_boot_ms,
+                    },
+                    at,
+                });
+            }
+            MavMessage::DISTANCE_SENSOR(d) => {
+                if d.orientation != MavSensorOrientation::MAV_SENSOR_ROTATION_PITCH_270 {
+                    return false; // not facing down
+                }
+                self.height_above_ground = Some(Stamped {
+                    value: HeightAboveGround {
+                        distance_m: f32::from(d.current_distance) / 100.0,
+                        range_m: [
+                            f32::from(d.min_distance) / 100.0,
+                            f32::from(d.max_distance) / 100.0,
+                        ],
+                    },
+                    at,
+                });
+            }
+            MavMessage::GPS_GLOBAL_ORIGIN(o) => {
+                self.ekf_origin = Some(Stamped {
+                    value: EkfOrigin {
+                        lat_deg: f64::from(o.latitude) * 1e-7,
+                        lon_deg: f64::from(o.longitude) * 1e-7,
+                        alt_m: o.altitude as f32 / 1000.0,
+                    },
+                    at,
+                });
+            }
+            _ => return false,
+        }
+        true
+    }
+}
