@@ -60,6 +60,10 @@ struct FcMonitorArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration: Option<f64>,
+    /// MAVLink 2 signing key file: one line, 64 hex digits or passphrase:TEXT (the key MAVProxy's
+    /// `signing setup TEXT` derives). Our frames are then signed; incoming signed frames are verified.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +256,7 @@ fn fc_monitor(args: &FcMonitorArgs) -> anyhow::Result<()> {
     let mut config = LinkConfig::new(LinkAddress::parse(&args.link)?);
     config.system_id = args.system_id;
     config.component_id = args.component_id;
+    config.signing_key = args.signing_key.clone();
     config.policy = PublishPolicy::Never;
     let link = FcLink::spawn(config)?;
     let started = Instant::now();
@@ -315,6 +320,12 @@ fn format_snapshot(s: &vimgeo::fc::LinkSnapshot, now: Instant) -> String {
         s.stats.parse_errors,
         if s.open { "" } else { " | link DOWN" }
     ));
+    if s.stats.bad_signatures > 0 || s.stats.unsigned_in > 0 {
+        line.push_str(&format!(
+            " | bad signature {} unsigned {}",
+            s.stats.bad_signatures, s.stats.unsigned_in
+        ));
+    }
     line
 }
 

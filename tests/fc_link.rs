@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vimgeo::fc::messages::{self, EkfOrigin, GpsInputConfig, NOMINAL_UERE_M};
+use vimgeo::fc::signing::{self, SigningKey};
 use vimgeo::fc::{
-    FcLink, GnssMonitorConfig, GnssVerdict, LinkAddress, LinkConfig, MavMessage, PublishOutcome,
-    PublishPolicy,
+    FcError, FcLink, GnssMonitorConfig, GnssVerdict, LinkAddress, LinkConfig, MavMessage,
+    PublishOutcome, PublishPolicy,
 };
 use vimgeo::fix::{Fix, FixQuality};
 use vimgeo::sim::autopilot::{FakeAutopilot, FlightStack, Received, Scenario};
@@ -631,4 +632,160 @@ fn serial_link_over_a_pseudo_terminal() {
     };
     assert_eq!((ours.system_id, ours.component_id), (3, 197));
     drop(slave);
+}
+
+/// An ArduPilot autopilot's HEARTBEAT.
+fn autopilot_heartbeat() -> MavMessage {
+    use mavlink::dialects::ardupilotmega::{
+        MavAutopilot, MavModeFlag, MavState, MavType, HEARTBEAT_DATA,
+    };
+    MavMessage::HEARTBEAT(HEARTBEAT_DATA {
+        custom_mode: 0,
+        mavtype: MavType::MAV_TYPE_QUADROTOR,
+        autopilot: MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA,
+        base_mode: MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED,
+        system_status: MavState::MAV_STATE_ACTIVE,
+        mavlink_version: 3,
+    })
+}
+
+#[test]
+fn signed_frames_verify_in_pymavlink() {
+    let key = SigningKey::from_passphrase("vimgeo signing test");
+    let mut frames = Vec::new();
+    for (i, m) in [
+        MavMessage::HEARTBEAT(messages::heartbeat(true)),
+        MavMessage::GPS_INPUT(messages::gps_input(&fix(), &GpsInputConfig::default())),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut frame = messages::encode(&m, 7, 197, i as u8);
+        signing::sign_frame(&key, &mut frame, 1, 50_000_000_000 + i as u64);
+        frames.push(frame);
+    }
+    for v in pymavlink::decode_signed(&frames, Some(&key.to_hex())) {
+        assert!(
+            v.get("_error").is_none(),
+            "pymavlink rejected our signature: {v}"
+        );
+        assert_eq!(v["_signed"], true, "{v}");
+        assert_eq!(v["_signature_ok"], true, "{v}");
+        assert_eq!(v["_crc_ok"], true, "{v}");
+        assert_eq!(v["_src_system"], 7);
+    }
+    // Under another key pymavlink refuses every one of them.
+    let other = SigningKey::from_passphrase("another key").to_hex();
+    for v in pymavlink::decode_signed(&frames, Some(&other)) {
+        assert_eq!(v["_signature_ok"], false, "{v}");
+        assert!(v["_error"].as_str().unwrap().contains("signature"), "{v}");
+    }
+    // Without signing, the signed frames still decode (the signature is ignored).
+    for v in pymavlink::decode(&frames) {
+        assert!(v.get("_error").is_none(), "{v}");
+        assert_eq!(v["_crc_ok"], true, "{v}");
+    }
+}
+
+#[test]
+fn signed_link_signs_what_it_sends_and_drops_bad_signatures() {
+    use std::net::UdpSocket;
+    let key = SigningKey::from_passphrase("vimgeo link test");
+    let wrong = SigningKey::from_passphrase("not the key");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("signing.key");
+    std::fs::write(&key_file, "passphrase:vimgeo link test\n").unwrap();
+    let mut config = fast_config(PublishPolicy::WhenDenied);
+    config.signing_key = Some(key_file);
+    config.signing_link_id = 5;
+    let link = FcLink::spawn(config).unwrap();
+    let ap = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ap.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    ap.connect(link_addr(&link)).unwrap();
+    let heartbeat = autopilot_heartbeat();
+    // The autopilot's unsigned HEARTBEAT is accepted, and counted.
+    ap.send(&messages::encode(&heartbeat, 1, 1, 0)).unwrap();
+    wait_until(
+        "unsigned heartbeat accepted",
+        Duration::from_secs(3),
+        || {
+            let s = link.snapshot();
+            s.autopilot_alive && s.stats.unsigned_in >= 1
+        },
+    );
+    // Frames signed with the wrong key are dropped and counted; those with our key are accepted.
+    let before = link.snapshot().stats;
+    for i in 0..5u8 {
+        let mut bad = messages::encode(&heartbeat, 1, 1, i);
+        signing::sign_frame(&wrong, &mut bad, 0, 1_000 + u64::from(i));
+        ap.send(&bad).unwrap();
+        let mut good = messages::encode(&heartbeat, 1, 1, i);
+        signing::sign_frame(&key, &mut good, 0, 2_000 + u64::from(i));
+        ap.send(&good).unwrap();
+    }
+    wait_until("bad signatures counted", Duration::from_secs(3), || {
+        let s = link.snapshot().stats;
+        s.bad_signatures >= before.bad_signatures + 5 && s.frames_in >= before.frames_in + 5
+    });
+    let after = link.snapshot().stats;
+    assert_eq!(after.bad_signatures, before.bad_signatures + 5);
+    assert_eq!(after.frames_in, before.frames_in + 5);
+    assert_eq!(after.unsigned_in, before.unsigned_in);
+    // A replayed frame (a timestamp not above the last of its stream) is dropped too.
+    let mut replay = messages::encode(&heartbeat, 1, 1, 9);
+    signing::sign_frame(&key, &mut replay, 0, 2_004);
+    ap.send(&replay).unwrap();
+    wait_until("replay counted", Duration::from_secs(3), || {
+        link.snapshot().stats.bad_signatures > after.bad_signatures
+    });
+    assert_eq!(link.snapshot().stats.frames_in, after.frames_in);
+    // What the link sends is signed, with link id 5, and verifies here and in pymavlink.
+    let mut sent = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sent.len() < 2 && Instant::now() < deadline {
+        if let Ok(n) = ap.recv(&mut buf) {
+            sent.push(buf[..n].to_vec());
+        }
+    }
+    assert!(sent.len() >= 2, "the link sent {} frames", sent.len());
+    for frame in &sent {
+        assert!(signing::signature_is_valid(&key, frame), "{frame:02x?}");
+        assert_eq!(frame[frame.len() - 13], 5, "link id");
+    }
+    for v in pymavlink::decode_signed(&sent, Some(&key.to_hex())) {
+        assert!(
+            v.get("_error").is_none(),
+            "pymavlink rejected the link's frame: {v}"
+        );
+        assert_eq!(v["_signed"], true, "{v}");
+        assert_eq!(v["_signature_ok"], true, "{v}");
+        assert_eq!(v["_src_component"], 197);
+    }
+}
+
+#[test]
+fn malformed_signing_key_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in [
+        ("short.key", "abcd"),
+        ("empty.key", ""),
+        ("nothex.key", &"g".repeat(64)),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        let mut config = fast_config(PublishPolicy::WhenDenied);
+        config.signing_key = Some(path.clone());
+        let error = FcLink::spawn(config).err().expect("malformed key refused");
+        assert!(
+            matches!(&error, FcError::SigningKey { path: p, .. } if *p == path),
+            "{error}"
+        );
+        assert!(error.to_string().contains(name), "{error}");
+    }
+    let mut config = fast_config(PublishPolicy::WhenDenied);
+    config.signing_key = Some(dir.path().join("missing.key"));
+    let error = FcLink::spawn(config).err().expect("missing key refused");
+    assert!(error.to_string().contains("missing.key"), "{error}");
 }

@@ -55,4 +55,12 @@ pub enum FcError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The MAVLink 2 signing key file is unreadable or malformed (see [`super::signing`] for its format).
+    #[error("invalid MAVLink signing key file {}: {reason}", path.display())]
+    SigningKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
 }

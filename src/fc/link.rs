@@ -8,10 +8,20 @@
 //! exits within one read timeout (or, while reconnecting a TCP link, one connect attempt: at most 2 s). A read or write error on a stream transport (TCP, serial) closes it and the
 //! thread reopens it every [`LinkConfig::reconnect_period`]; noise, truncated frames and bad CRCs are skipped by
 //! the frame reader and only counted.
+//!
+//! Signing: with [`LinkConfig::signing_key`] set, every frame we send is MAVLink 2 signed (link id
+//! [`LinkConfig::signing_link_id`], see [`super::signing`]). Incoming frames that are signed are verified: a bad
+//! signature, or a timestamp not above the last one of its stream (link id, system, component: a replay),
+//! drops the frame and counts it in [`LinkStats::bad_signatures`]. Unsigned incoming frames are
+//! accepted and counted in [`LinkStats::unsigned_in`]: an autopilot only signs once signing is set up on it
+//! (ArduPilot after `signing setup`), and refusing its unsigned telemetry would blind the link instead of
+//! protecting it; what the key protects is the autopilot, which refuses our frames unless they are signed.
+//! Without a key, frames are sent unsigned and incoming signatures are not checked.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -20,11 +30,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavSeverity, COMMAND_LONG_DATA};
 use mavlink::error::MessageReadError;
-use mavlink::{MavlinkReader, Message};
+use mavlink::{MAVLinkMessageRaw, MavlinkReader, Message};
 
 use super::error::FcError;
 use super::gnss::{GnssMonitor, GnssMonitorConfig, GnssStatus, GnssVerdict, PublishPolicy};
 use super::messages::{self, GpsInputConfig, DEFAULT_COMPONENT_ID};
+use super::signing::{self, Signer, SigningKey};
 use super::state::{AutopilotKind, VehicleState};
 use super::transport::{self, LinkAddress, TransportReader};
 use crate::fix::Fix;
@@ -75,6 +86,11 @@ pub struct LinkConfig {
     pub global_position_sensor_id: u8,
     /// GNSS monitor thresholds.
     pub gnss: GnssMonitorConfig,
+    /// MAVLink 2 signing key file (format in [`super::signing`]); `None`: unsigned. See the module
+    /// documentation for what is accepted from the autopilot.
+    pub signing_key: Option<PathBuf>,
+    /// The signature's link id (0).
+    pub signing_link_id: u8,
 }
 
 impl LinkConfig {
@@ -95,6 +111,8 @@ impl LinkConfig {
             gps_input: GpsInputConfig::default(),
             global_position_sensor_id: 0,
             gnss: GnssMonitorConfig::default(),
+            signing_key: None,
+            signing_link_id: 0,
         }
     }
 }
@@ -119,8 +137,13 @@ pub enum PublishOutcome {
 /// Counters of the link thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
-    /// Frames received with a valid CRC (from any sender).
+    /// Frames received with a valid CRC (from any sender) and, when signing, not dropped for a bad signature.
     pub frames_in: u64,
+    /// Signing only: signed frames whose signature did not verify with our key, or replayed (timestamp not
+    /// above the last of their stream); dropped.
+    pub bad_signatures: u64,
+    /// Signing only: unsigned frames received; accepted (see the module documentation).
+    pub unsigned_in: u64,
     /// Frames that passed the CRC but did not parse (unknown id, bad enum).
     pub parse_errors: u64,
     /// Frames sent.
@@ -183,6 +206,12 @@ impl FcLink {
     /// Opens the transport and starts the link thread (`vimgeo-fc-link`).
     pub fn spawn(config: LinkConfig) -> Result<Self, FcError> {
         let link = config.address.to_string();
+        let signer = config
+            .signing_key
+            .as_deref()
+            .map(SigningKey::load)
+            .transpose()?
+            .map(|key| Signer::new(key, config.signing_link_id));
         let transport = transport::open(&config.address, config.read_timeout)?;
         let local_addr = transport.local_addr();
         let now = Instant::now();
@@ -199,6 +228,8 @@ impl FcLink {
         let worker = Worker {
             link: link.clone(),
             sequence: 0,
+            signer,
+            stream_timestamps: HashMap::new(),
             learned_system_id: None,
             reader: Some(MavlinkReader::new(TransportReader::new(transport))),
             monitor,
@@ -350,6 +381,9 @@ struct Worker {
     link: String,
     config: LinkConfig,
     sequence: u8,
+    signer: Option<Signer>,
+    /// Signing only: the last timestamp of each incoming signed stream (link id, system id, component id).
+    stream_timestamps: HashMap<(u8, u32, u8), u64>,
     learned_system_id: Option<u8>,
     reader: Option<MavlinkReader<TransportReader>>,
     monitor: GnssMonitor,
@@ -443,12 +477,15 @@ impl Worker {
     }
 
     fn send(&mut self, message: &MavMessage) {
-        let bytes = messages::encode(
+        let mut bytes = messages::encode(
             message,
             self.system_id(),
             self.config.component_id,
             self.sequence,
         );
+        if let Some(signer) = self.signer.as_mut() {
+            signer.sign(&mut bytes);
+        }
         let Some(reader) = self.reader.as_mut() else {
             return;
         };
@@ -465,8 +502,8 @@ impl Worker {
         let Some(reader) = self.reader.as_mut() else {
             return;
         };
-        match reader.read_any_message::<MavMessage>() {
-            Ok((header, message)) => self.receive(header, message),
+        match reader.read_any_raw_message::<MavMessage>() {
+            Ok(raw) => self.receive_raw(&raw),
             Err(MessageReadError::Io(e))
                 if matches!(
                     e.kind(),
@@ -474,6 +511,51 @@ impl Worker {
                 ) => {}
             Err(MessageReadError::Io(e)) => self.close(e),
             Err(MessageReadError::Parse(e)) => {
+                log::debug!("unparsable frame on {}: {e}", self.link);
+                lock(&self.shared).stats.parse_errors += 1;
+            }
+        }
+    }
+
+    /// Checks the signature (when signing), parses and hands the message to [`Self::receive`].
+    fn receive_raw(&mut self, raw: &MAVLinkMessageRaw) {
+        if let Some(signer) = &self.signer {
+            let signed = match raw {
+                MAVLinkMessageRaw::V2(m) => Some(m.raw_bytes()).filter(|b| signing::is_signed(b)),
+                MAVLinkMessageRaw::V1(_) => None,
+            };
+            match signed {
+                Some(bytes) if !signing::signature_is_valid(signer.key(), bytes) => {
+                    log::debug!("frame with a bad signature dropped on {}", self.link);
+                    lock(&self.shared).stats.bad_signatures += 1;
+                    return;
+                }
+                Some(bytes) => {
+                    if let Some((link_id, timestamp)) = signing::link_id_and_timestamp(bytes) {
+                        let stream = (link_id, raw.system_id(), raw.component_id());
+                        if self
+                            .stream_timestamps
+                            .get(&stream)
+                            .is_some_and(|last| timestamp <= *last)
+                        {
+                            log::debug!("replayed signed frame dropped on {}", self.link);
+                            lock(&self.shared).stats.bad_signatures += 1;
+                            return;
+                        }
+                        self.stream_timestamps.insert(stream, timestamp);
+                    }
+                }
+                None => lock(&self.shared).stats.unsigned_in += 1,
+            }
+        }
+        let header = mavlink::MavHeader {
+            system_id: raw.system_id(),
+            component_id: raw.component_id(),
+            sequence: raw.sequence(),
+        };
+        match MavMessage::parse(raw.version(), raw.message_id(), raw.payload()) {
+            Ok(message) => self.receive(header, message),
+            Err(e) => {
                 log::debug!("unparsable frame on {}: {e}", self.link);
                 lock(&self.shared).stats.parse_errors += 1;
             }

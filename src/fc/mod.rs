@@ -6,6 +6,8 @@
 //!   missing streams, announces verdict changes with STATUSTEXT, and publishes [`Fix`](crate::fix::Fix)es
 //!   according to the [`PublishPolicy`]: GPS_INPUT to ArduPilot, GLOBAL_POSITION_SENSOR to PX4, or ODOMETRY.
 //! - [`messages`]: the pure builders of every message we send, and their bytes.
+//! - [`signing`]: MAVLink 2 signing of what we send and verification of what we receive, when
+//!   [`LinkConfig::signing_key`] names a key file (format in [`signing`]).
 //!
 //! The MAVLink dialect is ArduPilot's (`mavlink::dialects::ardupilotmega`), which includes `common` (GPS_INPUT,
 //! GLOBAL_POSITION_SENSOR, ODOMETRY) and adds EKF_STATUS_REPORT.
@@ -14,6 +16,7 @@ mod error;
 mod gnss;
 mod link;
 pub mod messages;
+pub mod signing;
 mod state;
 mod transport;
 
@@ -23,6 +26,7 @@ pub use gnss::{
 };
 pub use link::{FcLink, LinkConfig, LinkSnapshot, LinkStats, PublishOutcome, Publisher};
 pub use messages::{EkfOrigin, GpsInputConfig, DEFAULT_COMPONENT_ID};
+pub use signing::SigningKey;
 pub use state::{
     Attitude, Autopilot, AutopilotKind, EkfStatus, GlobalPosition, GpsRaw, HeightAboveGround,
     Stamped, SysStatus, SystemTime, VehicleState,

@@ -11,6 +11,12 @@ use serde_json::Value;
 
 /// Decodes each frame with pymavlink; one JSON object per frame (see the script for the keys).
 pub fn decode(frames: &[Vec<u8>]) -> Vec<Value> {
+    decode_signed(frames, None)
+}
+
+/// Like [`decode`], with pymavlink verifying MAVLink 2 signatures under `key_hex` (64 hex digits) when given:
+/// each object then has `_signed` and `_signature_ok`.
+pub fn decode_signed(frames: &[Vec<u8>], key_hex: Option<&str>) -> Vec<Value> {
     let python = std::env::var_os("VIMGEO_PYTHON").unwrap_or_else(|| {
         panic!(
             "VIMGEO_PYTHON is not set: run the tests through `make test-rust`, or set it to the project's \
@@ -20,6 +26,7 @@ pub fn decode(frames: &[Vec<u8>]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pymavlink_decode.py");
     let mut child = Command::new(&python)
         .arg(&script)
+        .args(key_hex.map(|k| ["--key-hex", k]).into_iter().flatten())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
