@@ -48,6 +48,12 @@ def _default_scale(init_temperature: float) -> float:
     return min(1.0 / init_temperature, MAX_LOGIT_SCALE)
 
 
+def _logits(q: Tensor, g: Tensor, targets: Tensor | None, scale: Tensor | float) -> Tensor:
+    """Checked ``scale * q @ g.T``, ``[B, B]`` indexed drone i x satellite j."""
+    _check_pair(q, g, targets)
+    return scale * (q @ g.T)
+
+
 class InfoNCE(nn.Module):
     """Symmetric InfoNCE with label smoothing and a learnable temperature.
 
@@ -87,8 +93,7 @@ class InfoNCE(nn.Module):
         self, q: Tensor, g: Tensor, targets: Tensor | None = None, scale: Tensor | None = None
     ) -> Tensor:
         # ``scale`` is accepted for a uniform signature; InfoNCE always uses its own.
-        _check_pair(q, g, targets)
-        logits = self.scale() * (q @ g.T)  # [B, B] drone i x satellite j
+        logits = _logits(q, g, targets, self.scale())
         if targets is None:
             labels = torch.arange(q.shape[0], device=q.device)
             rows = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
@@ -121,8 +126,7 @@ class DiceLoss(nn.Module):
     def forward(
         self, q: Tensor, g: Tensor, targets: Tensor | None = None, scale: Tensor | None = None
     ) -> Tensor:
-        _check_pair(q, g, targets)
-        logits = (self.default_scale if scale is None else scale) * (q @ g.T)
+        logits = _logits(q, g, targets, self.default_scale if scale is None else scale)
         p = logits.softmax(dim=1)  # [B, B] rows sum to 1
         t = _identity_targets(q.shape[0], p) if targets is None else targets.to(p.dtype)
         overlap = (p * t).sum(dim=1)  # [B]
@@ -155,8 +159,7 @@ class KLLoss(nn.Module):
     def forward(
         self, q: Tensor, g: Tensor, targets: Tensor | None = None, scale: Tensor | None = None
     ) -> Tensor:
-        _check_pair(q, g, targets)
-        logits = (self.default_scale if scale is None else scale) * (q @ g.T)
+        logits = _logits(q, g, targets, self.default_scale if scale is None else scale)
         log_p = logits.log_softmax(dim=1)  # [B, B] drone -> satellite
         log_q = logits.log_softmax(dim=0)  # [B, B] satellite -> drone, indexed [drone, satellite]
         sym = (log_p.exp() - log_q.exp()) * (log_p - log_q)  # P log(P/Q) + Q log(Q/P), elementwise

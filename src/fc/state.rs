@@ -159,6 +159,19 @@ pub struct VehicleState {
     pub ekf_origin: Option<Stamped<EkfOrigin>>,
 }
 
+impl GpsRaw {
+    /// GPS_RAW_INT and GPS2_RAW carry the same fields in the same wire units (degE7, cm, 255/65535 = unknown).
+    fn from_wire(fix_type: u8, satellites: u8, eph_cm: u16, lat_e7: i32, lon_e7: i32) -> GpsRaw {
+        GpsRaw {
+            fix_type,
+            satellites: opt_sats(satellites),
+            hdop: opt_hdop(eph_cm),
+            lat_deg: f64::from(lat_e7) * 1e-7,
+            lon_deg: f64::from(lon_e7) * 1e-7,
+        }
+    }
+}
+
 fn opt_hdop(eph_cm: u16) -> Option<f32> {
     (eph_cm != u16::MAX).then(|| f32::from(eph_cm) / 100.0)
 }
@@ -224,25 +237,25 @@ impl VehicleState {
             }
             MavMessage::GPS_RAW_INT(g) => {
                 self.gps1 = Some(Stamped {
-                    value: GpsRaw {
-                        fix_type: g.fix_type as u8,
-                        satellites: opt_sats(g.satellites_visible),
-                        hdop: opt_hdop(g.eph),
-                        lat_deg: f64::from(g.lat) * 1e-7,
-                        lon_deg: f64::from(g.lon) * 1e-7,
-                    },
+                    value: GpsRaw::from_wire(
+                        g.fix_type as u8,
+                        g.satellites_visible,
+                        g.eph,
+                        g.lat,
+                        g.lon,
+                    ),
                     at,
                 });
             }
             MavMessage::GPS2_RAW(g) => {
                 self.gps2 = Some(Stamped {
-                    value: GpsRaw {
-                        fix_type: g.fix_type as u8,
-                        satellites: opt_sats(g.satellites_visible),
-                        hdop: opt_hdop(g.eph),
-                        lat_deg: f64::from(g.lat) * 1e-7,
-                        lon_deg: f64::from(g.lon) * 1e-7,
-                    },
+                    value: GpsRaw::from_wire(
+                        g.fix_type as u8,
+                        g.satellites_visible,
+                        g.eph,
+                        g.lat,
+                        g.lon,
+                    ),
                     at,
                 });
             }
