@@ -1,0 +1,40 @@
+//! The localize stage: tile matches → a vehicle position with an honest accuracy.
+//!
+//! Three steps, each usable alone:
+//! - [`estimate`] ([`estimator`]): one frame's top-k [`Candidate`]s → a [`Measurement`] of the view centre with
+//!   a 95 % radius, or a typed refusal ([`NoMeasurement`]) when the match is weak or ambiguous.
+//! - [`PositionFilter`] ([`filter`]): a constant-velocity Kalman filter over the measurements in a local
+//!   north/east frame, with Mahalanobis gating, initialisation only from mutually consistent measurements
+//!   of different views or from one anchor (a healthy GNSS position, [`AnchorOutcome`]), and prediction to
+//!   publish time ([`UpdateOutcome`], [`NoEstimate`]).
+//! - [`Localizer`] ([`localizer`]): the stage itself, WGS84 matches in, [`crate::fix::Fix`] out
+//!   ([`LocalizeOutcome`], [`NoFix`]), configured by the `[localize]` TOML section ([`LocalizerConfig`]);
+//!   [`Localizer::anchor`] feeds it the autopilot's position while GNSS is healthy.
+//!
+//! Every accuracy here is a radius that contains the true horizontal position with at least 95 %
+//! probability, and never smaller than what was measured: when unsure, the stage publishes nothing and says
+//! why (every refusal is a variant the pipeline can log and count).
+
+pub mod estimator;
+pub mod filter;
+pub mod localizer;
+
+pub use self::estimator::{estimate, Candidate, EstimatorConfig, Measurement, NoMeasurement, K95};
+pub use self::filter::{
+    AnchorOutcome, FilterConfig, FilterEstimate, NoEstimate, PositionFilter, UpdateOutcome,
+    ANCHOR_MARGIN,
+};
+pub use self::localizer::{LocalizeOutcome, Localizer, LocalizerConfig, NoFix, ORIGIN_RECENTRE_M};
+
+/// A `[localize]` configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field has a value out of its range.
+    #[error("{field} {reason}")]
+    Invalid {
+        /// The field, as written in the TOML file (`localize.filter.max_coast_s`).
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+}
