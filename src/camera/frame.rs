@@ -1,0 +1,141 @@
+//! The frame every camera source delivers, and the one clock its timestamps come from.
+//!
+//! All timestamps are CLOCK_MONOTONIC microseconds ([`mono_now_us`]); a monotonic time becomes UNIX time
+//! through one offset sampled once per process ([`MonoClock::global`]), so every stage that converts
+//! agrees, and a wall-clock step (NTP, GNSS time) never reorders frames.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use image::RgbImage;
+
+/// One camera frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Sequence number from the source; increases, gaps mean dropped frames.
+    pub seq: u64,
+    /// CLOCK_MONOTONIC time of the (middle of the) exposure, µs.
+    pub exposure_mono_us: u64,
+    /// The same instant as UNIX time, µs.
+    pub exposure_unix_us: u64,
+    /// The image, 8-bit RGB.
+    pub image: RgbImage,
+    /// Attitude and height at exposure where the source knows them (replay recordings, the simulated
+    /// camera); `None` for live frames, whose attitude comes from the autopilot.
+    pub pose: Option<FramePose>,
+}
+
+/// The camera's attitude and height at exposure, as recorded with a frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FramePose {
+    /// Roll, radians.
+    pub roll_rad: f64,
+    /// Pitch, radians.
+    pub pitch_rad: f64,
+    /// Yaw (heading from north, clockwise), radians.
+    pub yaw_rad: f64,
+    /// Height above ground level, metres.
+    pub height_agl_m: f64,
+}
+
+/// CLOCK_MONOTONIC now, µs. This is the clock of `std::time::Instant` on Linux and of V4L2 buffer
+/// timestamps flagged `V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC`.
+pub fn mono_now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        // Cannot happen on Linux; 0 is an obviously wrong but non-panicking answer.
+        log::error!(
+            "clock_gettime(CLOCK_MONOTONIC) failed: {}",
+            std::io::Error::last_os_error()
+        );
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}
+
+/// The wall clock (UNIX time) now, µs; 0 if the clock is set before 1970.
+pub fn unix_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Converts CLOCK_MONOTONIC timestamps to UNIX time with one offset, sampled once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonoClock {
+    /// UNIX µs minus monotonic µs.
+    offset_us: i64,
+}
+
+impl MonoClock {
+    /// Samples the offset now (the wall clock read between two monotonic reads).
+    pub fn sample() -> Self {
+        let before = mono_now_us();
+        let unix = unix_now_us();
+        let after = mono_now_us();
+        let mono = before + (after - before) / 2;
+        MonoClock {
+            offset_us: unix as i64 - mono as i64,
+        }
+    }
+
+    /// A clock with a known offset (UNIX µs minus monotonic µs), for tests and replays.
+    pub fn with_offset_us(offset_us: i64) -> Self {
+        MonoClock { offset_us }
+    }
+
+    /// The process-wide clock, sampled on first use: use this one so every stage converts alike.
+    pub fn global() -> &'static MonoClock {
+        static CLOCK: OnceLock<MonoClock> = OnceLock::new();
+        CLOCK.get_or_init(MonoClock::sample)
+    }
+
+    /// UNIX µs minus monotonic µs.
+    pub fn offset_us(&self) -> i64 {
+        self.offset_us
+    }
+
+    /// The UNIX time (µs) of a CLOCK_MONOTONIC timestamp (µs); 0 if it would fall before 1970.
+    pub fn to_unix_us(&self, mono_us: u64) -> u64 {
+        (mono_us as i64).saturating_add(self.offset_us).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_matches_instant_and_never_goes_back() {
+        let a = mono_now_us();
+        let t = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = mono_now_us();
+        assert!(b >= a + 5_000, "{a} -> {b}");
+        // Same clock as Instant: the monotonic difference covers Instant's elapsed time.
+        assert!(b - a + 1_000 >= t.elapsed().as_micros() as u64);
+    }
+
+    #[test]
+    fn global_clock_converts_now_to_now() {
+        let clock = MonoClock::global();
+        let unix = clock.to_unix_us(mono_now_us());
+        let wall = unix_now_us();
+        assert!(unix.abs_diff(wall) < 1_000_000, "{unix} vs {wall}");
+        assert_eq!(clock, MonoClock::global(), "sampled once");
+    }
+
+    #[test]
+    fn offset_conversion_saturates_at_epoch() {
+        let c = MonoClock::with_offset_us(-10);
+        assert_eq!(c.to_unix_us(5), 0);
+        assert_eq!(c.to_unix_us(15), 5);
+        assert_eq!(MonoClock::with_offset_us(7).to_unix_us(1), 8);
+    }
+}
