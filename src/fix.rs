@@ -4,7 +4,8 @@
 //! autopilot fuses; nothing downstream may make its accuracy look better than what the localizer reported.
 //!
 //! Time: [`Fix::time_of_exposure_us`] is UNIX time in microseconds (since 1970-01-01 00:00:00 UTC, as the
-//! companion computer's clock gives it) at the middle of the camera exposure the fix was computed from. GPS_INPUT
+//! companion computer's clock gives it) of the instant the position refers to: the middle of the camera exposure
+//! the fix was computed from, or the publish time when the localizer's filter has propagated it there. GPS_INPUT
 //! needs a GPS week and time of week, which only an absolute time gives; the latency compensation on the
 //! autopilot side (`GPSn_DELAY_MS`, GLOBAL_POSITION_SENSOR's `processing_time`) is computed from it and the send
 //! time.
@@ -36,7 +37,7 @@ impl FixQuality {
 /// A geodetic position fix from one camera frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fix {
-    /// UNIX time (µs since 1970-01-01 UTC, companion-computer clock) at the middle of the exposure.
+    /// UNIX time (µs since 1970-01-01 UTC, companion-computer clock) the position refers to (module docs).
     pub time_of_exposure_us: u64,
     /// Latitude, WGS84, degrees.
     pub lat_deg: f64,
@@ -46,7 +47,11 @@ pub struct Fix {
     pub alt_m: Option<f32>,
     /// Ground velocity north and east in m/s, when the localizer estimates one.
     pub vel_ne_mps: Option<[f32; 2]>,
-    /// One-sigma horizontal position error in metres, as measured; never optimistic.
+    /// Horizontal accuracy in metres: a radius around the reported position that contains the true
+    /// position with at least 95 % probability, as measured (the localizer's filter covariance, never below
+    /// what retrieval errors were measured to be). The publishers send it where the autopilot expects a
+    /// one-sigma accuracy, so the autopilot weighs our fixes more cautiously than a GNSS of that accuracy:
+    /// deliberately conservative.
     pub horiz_accuracy_m: f32,
     /// Match confidence.
     pub quality: FixQuality,

@@ -35,6 +35,7 @@ use mavlink::{MAVLinkMessageRaw, MavlinkReader, Message};
 use super::error::FcError;
 use super::gnss::{GnssMonitor, GnssMonitorConfig, GnssStatus, GnssVerdict, PublishPolicy};
 use super::messages::{self, GpsInputConfig, DEFAULT_COMPONENT_ID};
+use super::params::{self, ParamBook, ParamError, ParamValue};
 use super::signing::{self, Signer, SigningKey};
 use super::state::{AutopilotKind, VehicleState};
 use super::transport::{self, LinkAddress, TransportReader};
@@ -91,6 +92,9 @@ pub struct LinkConfig {
     pub signing_key: Option<PathBuf>,
     /// The signature's link id (0).
     pub signing_link_id: u8,
+    /// A fix still in the send queue this long after [`FcLink::publish`] queued it is dropped instead of
+    /// sent (counted in [`LinkStats::stale_dropped`]); `None`: never dropped.
+    pub max_fix_age: Option<Duration>,
 }
 
 impl LinkConfig {
@@ -113,6 +117,7 @@ impl LinkConfig {
             gnss: GnssMonitorConfig::default(),
             signing_key: None,
             signing_link_id: 0,
+            max_fix_age: None,
         }
     }
 }
@@ -152,6 +157,14 @@ pub struct LinkStats {
     pub reconnects: u64,
     /// Stream requests sent (SET_MESSAGE_INTERVAL / REQUEST_MESSAGE).
     pub stream_requests: u64,
+    /// Fixes dropped from the send queue because they waited longer than [`LinkConfig::max_fix_age`].
+    pub stale_dropped: u64,
+}
+
+/// A message in the send queue; a fix carries the instant after which it is too old to send.
+struct Outgoing {
+    message: MavMessage,
+    stale_at: Option<Instant>,
 }
 
 /// A snapshot of the link for display and decisions.
@@ -175,6 +188,8 @@ struct Shared {
     open: bool,
     autopilot_alive: bool,
     stats: LinkStats,
+    /// PARAM_VALUEs received, for [`FcLink::read_param`].
+    params: Arc<ParamBook>,
 }
 
 /// A running link. See the module documentation for ordering and shutdown.
@@ -185,7 +200,8 @@ pub struct FcLink {
     gps_input: GpsInputConfig,
     sensor_id: u8,
     shared: Arc<Mutex<Shared>>,
-    tx: Option<Sender<MavMessage>>,
+    tx: Option<Sender<Outgoing>>,
+    max_fix_age: Option<Duration>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
@@ -222,6 +238,7 @@ impl FcLink {
             open: true,
             autopilot_alive: false,
             stats: LinkStats::default(),
+            params: Arc::default(),
         }));
         let (tx, rx) = bounded(config.queue_capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -254,6 +271,7 @@ impl FcLink {
             publisher: config.publisher,
             gps_input: config.gps_input,
             sensor_id: config.global_position_sensor_id,
+            max_fix_age: config.max_fix_age,
             shared,
             tx: Some(tx),
             stop,
@@ -337,13 +355,61 @@ impl FcLink {
         let tx = self.tx.as_ref().ok_or_else(|| FcError::Closed {
             link: self.link.clone(),
         })?;
-        match tx.try_send(message) {
+        let stale_at = self.max_fix_age.map(|age| Instant::now() + age);
+        match tx.try_send(Outgoing { message, stale_at }) {
             Ok(()) => Ok(PublishOutcome::Queued(name)),
             Err(TrySendError::Full(_)) => Ok(PublishOutcome::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(FcError::Closed {
                 link: self.link.clone(),
             }),
         }
+    }
+}
+
+impl FcLink {
+    /// Queues a STATUSTEXT (cut to 50 bytes) to the autopilot. Never blocks; `false` when the queue is full or
+    /// the link has shut down.
+    pub fn status_text(&self, severity: MavSeverity, text: &str) -> bool {
+        let message = MavMessage::STATUSTEXT(messages::statustext(severity, text));
+        self.tx.as_ref().is_some_and(|tx| {
+            tx.try_send(Outgoing {
+                message,
+                stale_at: None,
+            })
+            .is_ok()
+        })
+    }
+
+    /// Reads the autopilot parameter `name` (PARAM_REQUEST_READ → PARAM_VALUE), sending the request up to
+    /// `attempts` times and waiting `timeout` after each. Blocks the caller, never the link thread. See
+    /// [`super::params`].
+    pub fn read_param(
+        &self,
+        name: &str,
+        timeout: Duration,
+        attempts: u32,
+    ) -> Result<ParamValue, ParamError> {
+        let (book, autopilot) = {
+            let s = lock(&self.shared);
+            (Arc::clone(&s.params), s.vehicle.autopilot.map(|a| a.value))
+        };
+        params::read(
+            &self.link,
+            &book,
+            autopilot,
+            name,
+            timeout,
+            attempts,
+            |message| {
+                self.tx.as_ref().is_some_and(|tx| {
+                    tx.try_send(Outgoing {
+                        message,
+                        stale_at: None,
+                    })
+                    .is_ok()
+                })
+            },
+        )
     }
 }
 
@@ -388,7 +454,7 @@ struct Worker {
     reader: Option<MavlinkReader<TransportReader>>,
     monitor: GnssMonitor,
     shared: Arc<Mutex<Shared>>,
-    rx: Receiver<MavMessage>,
+    rx: Receiver<Outgoing>,
     stop: Arc<AtomicBool>,
     last_seen: HashMap<u32, Instant>,
     last_request: HashMap<u32, Instant>,
@@ -438,7 +504,13 @@ impl Worker {
             }
             loop {
                 match self.rx.try_recv() {
-                    Ok(m) => self.send(&m),
+                    Ok(Outgoing {
+                        stale_at: Some(t), ..
+                    }) if Instant::now() > t => {
+                        log::debug!("stale fix dropped from the send queue of {}", self.link);
+                        lock(&self.shared).stats.stale_dropped += 1;
+                    }
+                    Ok(m) => self.send(&m.message),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }
@@ -603,6 +675,9 @@ impl Worker {
             if header.system_id != target {
                 return;
             }
+        }
+        if let MavMessage::PARAM_VALUE(p) = &message {
+            lock(&self.shared).params.record(p, header.component_id);
         }
         self.last_seen.insert(message.message_id(), now);
         lock(&self.shared)

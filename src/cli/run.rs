@@ -1,0 +1,186 @@
+//! `vimgeo run --config FILE`: the onboard main. Everything comes from one TOML file (documented example:
+//! `deploy/vimgeo.toml`); this module builds the camera source, the encoder, the tile cache (checked against
+//! the model) and the flight-controller link from it, spawns the pipeline, waits for SIGINT/SIGTERM, the end
+//! of a replay or `--duration`, and prints the run's summary.
+//!
+//! The environment is read here only: `$NOTIFY_SOCKET` (systemd), and ONNX Runtime's library search
+//! (`ORT_DYLIB_PATH`, `VIRTUAL_ENV`, `HOME`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use mavlink::dialects::ardupilotmega::MavSeverity;
+
+use vimgeo::camera::CameraSource;
+use vimgeo::encoder::{open_encoder, OrtLibrarySearch};
+use vimgeo::fc::FcLink;
+use vimgeo::pipeline::{open_cache, CameraChoice, OnboardConfig, Pipeline, PipelineParts};
+use vimgeo::rectify::CameraCalibration;
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The onboard configuration (see deploy/vimgeo.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM or the end of a replay).
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Only check the configuration (values and paths) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Also print the summary as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
+    if args.duration.is_some_and(|d| !(d.is_finite() && d >= 0.0)) {
+        bail!("--duration must be a non-negative number of seconds");
+    }
+    let mut config = OnboardConfig::load(&args.config)?;
+    config.check_paths()?;
+    if args.check {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signals::register(&stop)?;
+    config.pipeline.health.notify_socket = std::env::var("NOTIFY_SOCKET").ok();
+
+    let mut encoder_config = config.model.encoder.clone();
+    encoder_config.ort_library =
+        OrtLibrarySearch::from_vars(encoder_config.ort_library.explicit.take(), |name| {
+            std::env::var_os(name)
+        });
+    let encoder = open_encoder(&config.model.path, &encoder_config)
+        .with_context(|| format!("[model] path {}", config.model.path.display()))?;
+    log::info!(
+        "model {} on {} ({})",
+        encoder.manifest().name,
+        encoder.engine_name(),
+        encoder.device()
+    );
+    let link = Arc::new(FcLink::spawn(config.fc.clone())?);
+    log::info!("flight-controller link {}", link.link());
+    let cache = match open_cache(&config.cache.path, encoder.manifest()) {
+        Ok(cache) => Arc::new(cache),
+        Err(e) => {
+            // Tell the pilot too; give the link thread a moment to send it before it is dropped.
+            link.status_text(
+                MavSeverity::MAV_SEVERITY_ERROR,
+                "vimgeo: tile cache refused, see the log",
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            return Err(e.into());
+        }
+    };
+    log::info!(
+        "tile cache {}: {} tiles",
+        config.cache.path.display(),
+        cache.len()
+    );
+    let calibration = CameraCalibration::load(&config.camera.calib)?;
+    if calibration.example {
+        log::warn!(
+            "camera calibration {} is an illustrative example, not a measurement of this camera: \
+             positions will be off (calib/README.md says how to calibrate)",
+            config.camera.calib.display()
+        );
+    }
+    let camera = open_camera(&config)?;
+
+    let handle = Pipeline::spawn(
+        config.pipeline.clone(),
+        PipelineParts {
+            camera,
+            calibration,
+            encoder,
+            cache,
+            link: Some(link),
+        },
+    )?;
+    let started = Instant::now();
+    let end = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if stop.load(Ordering::Relaxed) {
+            log::info!("signal received: stopping");
+            break;
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            log::info!("--duration reached: stopping");
+            break;
+        }
+        if handle.camera_ended() {
+            log::info!("camera source ended: stopping");
+            break;
+        }
+    }
+    handle.stop();
+    let summary = handle.join()?;
+    println!("{summary}");
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+fn open_camera(config: &OnboardConfig) -> anyhow::Result<Box<dyn CameraSource>> {
+    use vimgeo::camera::{ReplaySource, V4l2Source};
+    Ok(match &config.camera.source {
+        CameraChoice::V4l2(v4l2) => Box::new(V4l2Source::open(v4l2)?),
+        CameraChoice::Replay { folder, options } => Box::new(ReplaySource::open(folder, *options)?),
+        CameraChoice::Sim => bail!(
+            "{}: [camera] source = \"sim\" is built by `vimgeo sim`, not by `vimgeo run`",
+            config.file.display()
+        ),
+    })
+}
+
+/// SIGINT and SIGTERM raise a flag the main loop polls.
+///
+/// The handler only stores to an atomic, which is async-signal-safe. It goes through libc's `signal()`
+/// (glibc gives it BSD semantics: the handler stays installed and interrupted calls restart), declared
+/// here because the crate has no signal-handling dependency; `signal_hook::flag::register` would replace
+/// this module one for one.
+mod signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    const SIG_ERR: usize = usize::MAX;
+
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+
+    extern "C" fn on_signal(_: i32) {
+        if let Some(flag) = FLAG.get() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn register(flag: &Arc<AtomicBool>) -> anyhow::Result<()> {
+        if FLAG.set(Arc::clone(flag)).is_err() {
+            anyhow::bail!("signal handlers are already installed");
+        }
+        for signum in [SIGINT, SIGTERM] {
+            // SAFETY: `on_signal` only reads a OnceLock that is set before the handler is installed and
+            // stores to an atomic: both async-signal-safe.
+            let previous = unsafe { signal(signum, on_signal as extern "C" fn(i32) as usize) };
+            if previous == SIG_ERR {
+                anyhow::bail!(
+                    "cannot install the handler of signal {signum}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(())
+    }
+}

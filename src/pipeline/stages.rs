@@ -1,0 +1,855 @@
+//! The stage threads. Each one takes a frame from its input, does its one step, stamps its latency and
+//! passes the frame on or reports it; it exits when its input disconnects (the stage before it has exited),
+//! dropping its output, so shutdown ripples downstream. Preparation (targets, the prior window's radius, the
+//! camera model) happens once before the loop; the per-frame work stays short.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
+};
+use image::RgbImage;
+
+use super::report::{
+    fc_error_text, FrameOutcome, FrameReport, PublishedFix, RefuseReason, ReportSink, Stage,
+    StageLatencies,
+};
+use super::{PipelineConfig, PipelineError};
+use crate::camera::{
+    mono_now_us, unix_now_us, CameraError, CameraSource, Frame, FramePose, ReplayRecorder,
+};
+use crate::encoder::Encoder;
+use crate::fc::FcLink;
+use crate::fix::Fix;
+use crate::localize::{LocalizeOutcome, Localizer, UpdateOutcome};
+use crate::matching::{PriorWindow, TileCache};
+use crate::rectify::{rectify, CameraCalibration, CameraModel, Pose, RectifyTarget};
+
+/// How long a stage waits on its input before it looks at the clock again (its heartbeat period).
+const POLL: Duration = Duration::from_millis(100);
+
+/// The recorder's thread (only with `[pipeline] record`) and its queue of frames.
+const RECORD_THREAD: &str = "vimgeo-record";
+const RECORD_QUEUE: usize = 16;
+/// The calibration file written into a recording.
+pub const CALIBRATION_SIDECAR: &str = "camera.toml";
+
+/// The stage threads, in frame order.
+pub(crate) const THREADS: [&str; 5] = [
+    "vimgeo-camera",
+    "vimgeo-rectify",
+    "vimgeo-encode",
+    "vimgeo-localize",
+    "vimgeo-publish",
+];
+
+/// What the health thread sees of the stages: when each last made progress, when the last frame came,
+/// whether the camera ended. Times are milliseconds since the start plus one (0: never).
+pub(crate) struct Progress {
+    start: Instant,
+    beats: [AtomicU64; 5],
+    exited: [AtomicBool; 5],
+    last_frame: AtomicU64,
+    camera_ended: AtomicBool,
+}
+
+impl Progress {
+    pub(crate) fn new(start: Instant) -> Progress {
+        Progress {
+            start,
+            beats: Default::default(),
+            exited: Default::default(),
+            last_frame: AtomicU64::new(0),
+            camera_ended: AtomicBool::new(false),
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn beat(&self, thread: usize) {
+        self.beats[thread].store(self.stamp(), Ordering::Relaxed);
+    }
+
+    fn since(&self, stamp: u64, now: Instant) -> Duration {
+        let t = self.start + Duration::from_millis(stamp.saturating_sub(1));
+        now.saturating_duration_since(t)
+    }
+
+    /// Time since the last frame (or since the start when none came yet).
+    pub(crate) fn since_last_frame(&self, now: Instant) -> Duration {
+        let stamp = self.last_frame.load(Ordering::Relaxed);
+        self.since(stamp.max(1), now)
+    }
+
+    /// Whether the camera source ended (end of a replay) or the camera thread exited.
+    pub(crate) fn camera_ended(&self) -> bool {
+        self.camera_ended.load(Ordering::Relaxed)
+    }
+
+    /// The first running stage thread that made no progress for `timeout`, if any.
+    pub(crate) fn stuck_thread(&self, now: Instant, timeout: Duration) -> Option<&'static str> {
+        (0..THREADS.len()).find_map(|i| {
+            let exited = self.exited[i].load(Ordering::Relaxed);
+            let beat = self.beats[i].load(Ordering::Relaxed).max(1);
+            (!exited && self.since(beat, now) > timeout).then_some(THREADS[i])
+        })
+    }
+
+    /// Whether every stage thread has exited.
+    pub(crate) fn all_exited(&self) -> bool {
+        self.exited.iter().all(|e| e.load(Ordering::Relaxed))
+    }
+}
+
+/// Marks a thread exited when its body returns (or unwinds).
+struct ExitGuard {
+    progress: Arc<Progress>,
+    index: usize,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if self.index == 0 {
+            self.progress.camera_ended.store(true, Ordering::Relaxed);
+        }
+        self.progress.exited[self.index].store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Parts {
+    pub(crate) camera: Box<dyn CameraSource>,
+    pub(crate) calibration: CameraCalibration,
+    pub(crate) encoder: Box<dyn Encoder>,
+    pub(crate) cache: Arc<TileCache>,
+    pub(crate) link: Option<Arc<FcLink>>,
+}
+
+pub(crate) struct Spawned {
+    pub(crate) handles: Vec<(&'static str, JoinHandle<()>)>,
+    pub(crate) link: Option<Arc<FcLink>>,
+}
+
+/// What travels with a frame through the stages.
+#[derive(Debug, Clone)]
+struct FrameMeta {
+    seq: u64,
+    exposure_unix_us: u64,
+    /// When the camera thread had the frame, minus the capture latency when the source gives one: the
+    /// reference for frame-to-fix.
+    origin: Instant,
+    latency: StageLatencies,
+    best_similarity: Option<f32>,
+}
+
+impl FrameMeta {
+    fn report(&self, outcome: FrameOutcome) -> FrameReport {
+        FrameReport {
+            seq: self.seq,
+            exposure_unix_us: self.exposure_unix_us,
+            outcome,
+            fix_at_exposure: None,
+            published: None,
+            best_similarity: self.best_similarity,
+            latency: self.latency,
+            frame_to_fix: None,
+        }
+    }
+}
+
+struct Rectified {
+    meta: FrameMeta,
+    image: RgbImage,
+    centre_offset_ne_m: [f64; 2],
+}
+
+struct Encoded {
+    meta: FrameMeta,
+    embedding: Vec<f32>,
+    centre_offset_ne_m: [f64; 2],
+}
+
+struct Localized {
+    meta: FrameMeta,
+    outcome: FrameOutcome,
+    fix_at_exposure: Option<Fix>,
+    to_publish: Option<Fix>,
+}
+
+/// A one-slot channel that keeps only the newest item (or, lossless, waits for room).
+struct Slot<T> {
+    tx: Sender<T>,
+    /// Latest-only: the producer's own receiving end, which takes out the unconsumed item a newer one
+    /// replaces. Lossless: none, so the producer sees the consumer leave.
+    evict: Option<Receiver<T>>,
+}
+
+enum Pushed<T> {
+    /// In the slot; `Some`: the older item it replaced.
+    Done(Option<T>),
+    /// The consumer is gone (or, lossless, the producer gave up waiting): the item comes back.
+    Closed(T),
+}
+
+impl<T> Slot<T> {
+    fn new(lossless: bool) -> (Slot<T>, Receiver<T>) {
+        let (tx, rx) = bounded(1);
+        let evict = (!lossless).then(|| rx.clone());
+        (Slot { tx, evict }, rx)
+    }
+
+    /// Puts `item` in the slot. Latest-only: never waits. Lossless: waits for room, calling `waiting`
+    /// every poll period; it gives up when `give_up` is raised (the camera stopping) or the consumer left.
+    fn push(&self, item: T, give_up: Option<&AtomicBool>, waiting: impl Fn()) -> Pushed<T> {
+        let Some(evict) = &self.evict else {
+            let mut item = item;
+            loop {
+                match self.tx.send_timeout(item, POLL) {
+                    Ok(()) => return Pushed::Done(None),
+                    Err(SendTimeoutError::Timeout(back)) => {
+                        if give_up.is_some_and(|g| g.load(Ordering::Relaxed)) {
+                            return Pushed::Closed(back);
+                        }
+                        waiting();
+                        item = back;
+                    }
+                    Err(SendTimeoutError::Disconnected(back)) => return Pushed::Closed(back),
+                }
+            }
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => Pushed::Done(None),
+            Err(TrySendError::Disconnected(back)) => Pushed::Closed(back),
+            Err(TrySendError::Full(back)) => {
+                // We are the only producer: once the old item is out (by us or by the consumer), there is room.
+                let old = evict.try_recv().ok();
+                match self.tx.try_send(back) {
+                    Ok(()) => Pushed::Done(old),
+                    Err(TrySendError::Disconnected(back)) => Pushed::Closed(back),
+                    // Unreachable with one producer; never block a real-time stage over it: the new item
+                    // is the one dropped.
+                    Err(TrySendError::Full(back)) => Pushed::Done(Some(back)),
+                }
+            }
+        }
+    }
+}
+
+/// Receives with the stage's heartbeat; `None` once the input has disconnected and is empty.
+fn recv_beating<T>(rx: &Receiver<T>, progress: &Progress, index: usize) -> Option<T> {
+    loop {
+        progress.beat(index);
+        match rx.recv_timeout(POLL) {
+            Ok(item) => return Some(item),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+fn spawn_thread(
+    index: usize,
+    progress: &Arc<Progress>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<(&'static str, JoinHandle<()>), PipelineError> {
+    let name = THREADS[index];
+    let guard = ExitGuard {
+        progress: Arc::clone(progress),
+        index,
+    };
+    progress.beat(index);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _guard = guard;
+            body();
+        })
+        .map(|h| (name, h))
+        .map_err(|source| PipelineError::Spawn {
+            thread: name,
+            source,
+        })
+}
+
+pub(crate) fn spawn_stages(
+    config: &PipelineConfig,
+    parts: Parts,
+    sink: &Arc<ReportSink>,
+    stop: &Arc<AtomicBool>,
+    progress: &Arc<Progress>,
+) -> Result<Spawned, PipelineError> {
+    let Parts {
+        camera,
+        calibration,
+        encoder,
+        cache,
+        link,
+    } = parts;
+    let recorder = config
+        .record
+        .as_deref()
+        .map(|dir| {
+            let recorder = ReplayRecorder::create(dir).map_err(|e| PipelineError::Record {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            // The calibration the frames were taken with travels with them, so a replay rectifies alike.
+            let written = calibration
+                .to_toml_string()
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    recorder
+                        .write_sidecar(CALIBRATION_SIDECAR, text.as_bytes())
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = written {
+                log::warn!("recording {}: calibration not saved: {e}", dir.display());
+            }
+            Ok(recorder)
+        })
+        .transpose()?;
+    let (frame_slot, frame_rx) = Slot::new(config.lossless);
+    let (rectified_slot, rectified_rx) = Slot::new(config.lossless);
+    let (encoded_tx, encoded_rx) = bounded(config.channel_capacity.max(1));
+    let (localized_tx, localized_rx) = bounded(config.channel_capacity.max(1));
+    let mut handles = Vec::with_capacity(THREADS.len());
+
+    let rectify_stage =
+        RectifyStage::new(config, &calibration, encoder.manifest().input.width, &cache);
+
+    {
+        let (sink, stop, progress) = (Arc::clone(sink), Arc::clone(stop), Arc::clone(progress));
+        let mut camera = camera;
+        handles.push(spawn_thread(0, &progress.clone(), move || {
+            camera_loop(&mut *camera, &frame_slot, &sink, &stop, &progress);
+        })?);
+    }
+    // Recording writes image files: its own thread, so the rectify stage never waits on the disk (unless
+    // lossless, where every frame must be recorded).
+    let (record_tx, record_thread) = match recorder {
+        Some(mut recorder) => {
+            let (tx, rx) = bounded::<Frame>(RECORD_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name(RECORD_THREAD.into())
+                .spawn(move || {
+                    for frame in rx {
+                        if let Err(e) = recorder.record(&frame) {
+                            log::error!("recording frame {}: {e}; recording stops", frame.seq);
+                            break;
+                        }
+                    }
+                    match recorder.finish() {
+                        Ok(dir) => log::info!("recording in {}", dir.display()),
+                        Err(e) => log::error!("{e}"),
+                    }
+                })
+                .map_err(|source| PipelineError::Spawn {
+                    thread: RECORD_THREAD,
+                    source,
+                })?;
+            (Some(tx), Some(thread))
+        }
+        None => (None, None),
+    };
+    {
+        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
+        let link = link.clone();
+        let lossless = config.lossless;
+        handles.push(spawn_thread(1, &progress.clone(), move || {
+            let mut record_tx = record_tx;
+            while let Some((mut meta, mut frame)) = recv_beating(&frame_rx, &progress, 1) {
+                let rectified =
+                    rectify_stage.process(&mut meta, &mut frame, link.as_deref(), &sink);
+                if let Some(tx) = &record_tx {
+                    let sent = if lossless {
+                        tx.send(frame).is_ok()
+                    } else {
+                        match tx.try_send(frame) {
+                            Err(TrySendError::Full(f)) => {
+                                log::warn!("recording is behind: frame {} not recorded", f.seq);
+                                true
+                            }
+                            r => r.is_ok(),
+                        }
+                    };
+                    if !sent {
+                        record_tx = None;
+                    }
+                }
+                let Some(r) = rectified else {
+                    continue;
+                };
+                match rectified_slot.push(r, None, || progress.beat(1)) {
+                    Pushed::Done(Some(old)) => {
+                        sink.record(old.meta.report(FrameOutcome::Dropped {
+                            before: Stage::Encode,
+                        }))
+                    }
+                    Pushed::Done(None) => {}
+                    Pushed::Closed(r) => {
+                        sink.record(r.meta.report(FrameOutcome::Dropped {
+                            before: Stage::Encode,
+                        }));
+                        break;
+                    }
+                }
+            }
+        })?);
+    }
+    {
+        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
+        let mut encoder = encoder;
+        handles.push(spawn_thread(2, &progress.clone(), move || {
+            while let Some(mut r) = recv_beating(&rectified_rx, &progress, 2) {
+                let t = Instant::now();
+                let result = encoder.encode(&r.image);
+                r.meta.latency.set(Stage::Encode, t.elapsed());
+                match result {
+                    Ok(embedding) => {
+                        let e = Encoded {
+                            meta: r.meta,
+                            embedding,
+                            centre_offset_ne_m: r.centre_offset_ne_m,
+                        };
+                        if let Err(back) = encoded_tx.send(e) {
+                            sink.record(back.0.meta.report(FrameOutcome::Dropped {
+                                before: Stage::Match,
+                            }));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("frame {}: encoder failed: {e}", r.meta.seq);
+                        sink.record(r.meta.report(FrameOutcome::Failed {
+                            stage: Stage::Encode,
+                            message: e.to_string(),
+                        }));
+                    }
+                }
+            }
+        })?);
+    }
+    {
+        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
+        let mut stage = LocalizeStage::new(config, cache);
+        handles.push(spawn_thread(3, &progress.clone(), move || {
+            while let Some(e) = recv_beating(&encoded_rx, &progress, 3) {
+                match stage.process(e) {
+                    Ok(l) => {
+                        if let Err(back) = localized_tx.send(l) {
+                            let l = back.0;
+                            let mut report = l.meta.report(l.outcome);
+                            report.fix_at_exposure = l.fix_at_exposure;
+                            sink.record(report);
+                            break;
+                        }
+                    }
+                    Err(report) => sink.record(*report),
+                }
+            }
+        })?);
+    }
+    {
+        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
+        let link = link.clone();
+        handles.push(spawn_thread(4, &progress.clone(), move || {
+            while let Some(l) = recv_beating(&localized_rx, &progress, 4) {
+                sink.record(publish(l, link.as_deref()));
+            }
+        })?);
+    }
+    if let Some(thread) = record_thread {
+        // Last: it ends once the rectify thread has dropped its sender.
+        handles.push((RECORD_THREAD, thread));
+    }
+    Ok(Spawned { handles, link })
+}
+
+fn camera_loop(
+    camera: &mut dyn CameraSource,
+    slot: &Slot<(FrameMeta, Frame)>,
+    sink: &ReportSink,
+    stop: &AtomicBool,
+    progress: &Progress,
+) {
+    let mut failures = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        progress.beat(0);
+        let frame = match camera.next_frame(POLL) {
+            Ok(frame) => frame,
+            Err(CameraError::Ended) => {
+                log::info!("camera source ended");
+                break;
+            }
+            Err(CameraError::Timeout { .. }) => continue,
+            Err(e) => {
+                // A stalled or unplugged camera is the health thread's to report; keep trying, never spin.
+                sink.camera_error(match &e {
+                    CameraError::CorruptFrame { .. } => "corrupt_frame",
+                    CameraError::Disconnected { .. } => "disconnected",
+                    _ => "other",
+                });
+                failures += 1;
+                if failures.is_power_of_two() {
+                    log::warn!("camera: {e} ({failures} failures so far)");
+                }
+                if !e.is_transient() {
+                    std::thread::sleep(POLL);
+                }
+                continue;
+            }
+        };
+        let received = Instant::now();
+        progress
+            .last_frame
+            .store(progress.stamp(), Ordering::Relaxed);
+        sink.captured();
+        let mut latency = StageLatencies::default();
+        let capture = capture_latency(&frame);
+        if let Some(d) = capture {
+            latency.set(Stage::Capture, d);
+        }
+        let meta = FrameMeta {
+            seq: frame.seq,
+            exposure_unix_us: frame.exposure_unix_us,
+            origin: capture
+                .and_then(|d| received.checked_sub(d))
+                .unwrap_or(received),
+            latency,
+            best_similarity: None,
+        };
+        match slot.push((meta, frame), Some(stop), || progress.beat(0)) {
+            Pushed::Done(Some((old, _))) => sink.record(old.report(FrameOutcome::Dropped {
+                before: Stage::Rectify,
+            })),
+            Pushed::Done(None) => {}
+            Pushed::Closed((meta, _)) => {
+                sink.record(meta.report(FrameOutcome::Dropped {
+                    before: Stage::Rectify,
+                }));
+                break;
+            }
+        }
+    }
+}
+
+/// The time from the middle of the exposure to now on the monotonic clock every source stamps with, when
+/// it is plausible (a live or simulated camera); `None` for a replay's recorded times.
+fn capture_latency(frame: &Frame) -> Option<Duration> {
+    let age = mono_now_us().checked_sub(frame.exposure_mono_us)?;
+    (age < 5_000_000).then(|| Duration::from_micros(age))
+}
+
+struct RectifyStage {
+    camera: CameraModel,
+    size_px: u32,
+    ground_size_m: Option<f64>,
+    /// The cache's tile footprints, ascending, for choosing the view's ground size per frame.
+    footprints_m: Vec<f64>,
+    /// Ground metres the camera's shorter side sees per metre of height, at nadir.
+    footprint_per_height: f64,
+    limits: crate::rectify::RectifyLimits,
+    max_attitude_age: Duration,
+}
+
+impl RectifyStage {
+    fn new(
+        config: &PipelineConfig,
+        calibration: &CameraCalibration,
+        model_px: u32,
+        cache: &TileCache,
+    ) -> Self {
+        let mut footprints_m: Vec<f64> = cache
+            .meta()
+            .scales
+            .iter()
+            .copied()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .collect();
+        footprints_m.sort_by(f64::total_cmp);
+        let i = &calibration.intrinsics;
+        let footprint_per_height = (f64::from(calibration.image.width) / i.fx)
+            .min(f64::from(calibration.image.height) / i.fy);
+        RectifyStage {
+            camera: CameraModel::new(calibration),
+            size_px: config.rectify_size_px.unwrap_or(model_px),
+            ground_size_m: config.rectify_ground_size_m,
+            footprints_m,
+            footprint_per_height,
+            limits: config.rectify_limits,
+            max_attitude_age: config.max_attitude_age,
+        }
+    }
+
+    /// The ground the view covers: configured, or the largest cache footprint that fits in 90 % of what the
+    /// camera sees at this height (the smallest when none does).
+    fn ground_size(&self, height_m: f64) -> f64 {
+        if let Some(g) = self.ground_size_m {
+            return g;
+        }
+        let seen = 0.9 * height_m * self.footprint_per_height;
+        self.footprints_m
+            .iter()
+            .copied()
+            .rfind(|f| *f <= seen)
+            .or_else(|| self.footprints_m.first().copied())
+            .unwrap_or(1.0)
+    }
+
+    /// Rectifies `frame`, or reports why not. A frame without its own pose gets the autopilot's it was
+    /// rectified with, so a recording of it replays the same.
+    fn process(
+        &self,
+        meta: &mut FrameMeta,
+        frame: &mut Frame,
+        link: Option<&FcLink>,
+        sink: &ReportSink,
+    ) -> Option<Rectified> {
+        let t = Instant::now();
+        let pose = match frame.pose.as_ref() {
+            Some(p) => Ok(frame_pose(p)),
+            None => match link {
+                Some(link) => autopilot_pose(link, self.max_attitude_age).inspect(|pose| {
+                    let (roll_rad, pitch_rad, yaw_rad) = pose.euler();
+                    frame.pose = Some(FramePose {
+                        roll_rad,
+                        pitch_rad,
+                        yaw_rad,
+                        height_agl_m: pose.height_agl_m,
+                    });
+                }),
+                None => Err(RefuseReason::NoPose),
+            },
+        };
+        let result = pose.and_then(|pose| {
+            let target = RectifyTarget {
+                size_px: self.size_px,
+                ground_size_m: self.ground_size(pose.height_agl_m),
+            };
+            rectify(&frame.image, &self.camera, &pose, &target, &self.limits)
+                .map_err(RefuseReason::Rectify)
+        });
+        meta.latency.set(Stage::Rectify, t.elapsed());
+        match result {
+            Ok(r) => Some(Rectified {
+                meta: meta.clone(),
+                image: r.image,
+                centre_offset_ne_m: r.centre_offset_ne_m,
+            }),
+            Err(reason) => {
+                log::debug!("frame {} refused: {reason}", meta.seq);
+                sink.record(meta.report(FrameOutcome::Refused(reason)));
+                None
+            }
+        }
+    }
+}
+
+fn frame_pose(p: &FramePose) -> Pose {
+    Pose::from_euler(p.roll_rad, p.pitch_rad, p.yaw_rad, p.height_agl_m)
+}
+
+/// The autopilot's latest attitude and height above ground (a downward rangefinder in range, else the
+/// altitude above home), when both are recent enough.
+fn autopilot_pose(link: &FcLink, max_age: Duration) -> Result<Pose, RefuseReason> {
+    let vehicle = link.snapshot().vehicle;
+    let now = Instant::now();
+    let attitude = vehicle.attitude.ok_or(RefuseReason::NoPose)?;
+    let rangefinder = vehicle.height_above_ground.filter(|h| {
+        let v = h.value;
+        v.distance_m.is_finite() && v.distance_m >= v.range_m[0] && v.distance_m <= v.range_m[1]
+    });
+    let (height_m, height_age) = match (rangefinder, vehicle.global_position) {
+        (Some(h), _) => (h.value.distance_m, h.age(now)),
+        (None, Some(p)) => (p.value.relative_alt_m, p.age(now)),
+        (None, None) => return Err(RefuseReason::NoPose),
+    };
+    let age = attitude.age(now).max(height_age);
+    if age > max_age {
+        return Err(RefuseReason::StaleAttitude {
+            age_ms: age.as_millis() as u64,
+        });
+    }
+    let a = attitude.value;
+    Ok(Pose::from_euler(
+        f64::from(a.roll),
+        f64::from(a.pitch),
+        f64::from(a.yaw),
+        f64::from(height_m),
+    ))
+}
+
+struct LocalizeStage {
+    cache: Arc<TileCache>,
+    localizer: Localizer,
+    top_k: usize,
+    prior_radius_m: f64,
+    stride: f64,
+}
+
+impl LocalizeStage {
+    fn new(config: &PipelineConfig, cache: Arc<TileCache>) -> Self {
+        let stride = cache.meta().stride;
+        LocalizeStage {
+            localizer: Localizer::new(config.localize.clone()),
+            cache,
+            top_k: config.top_k,
+            prior_radius_m: config.prior_radius_m,
+            stride,
+        }
+    }
+
+    fn process(&mut self, e: Encoded) -> Result<Localized, Box<FrameReport>> {
+        let Encoded {
+            mut meta,
+            embedding,
+            centre_offset_ne_m,
+        } = e;
+        let t = Instant::now();
+        // The prior: around the last fix, widened by its accuracy; without one, the whole cache.
+        let window = self
+            .localizer
+            .fix_at(meta.exposure_unix_us)
+            .ok()
+            .map(|f| PriorWindow {
+                lat: f.lat_deg,
+                lon: f.lon_deg,
+                radius_m: self.prior_radius_m + f64::from(f.horiz_accuracy_m),
+            });
+        let matches = self.cache.search(&embedding, self.top_k, window.as_ref());
+        meta.latency.set(Stage::Match, t.elapsed());
+        let matches = match matches {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("frame {}: tile search failed: {e}", meta.seq);
+                return Err(Box::new(meta.report(FrameOutcome::Failed {
+                    stage: Stage::Match,
+                    message: e.to_string(),
+                })));
+            }
+        };
+        meta.best_similarity = matches.first().map(|m| m.similarity);
+        let t = Instant::now();
+        let stride_m = matches
+            .first()
+            .map_or(0.0, |m| self.stride * f64::from(m.ground_size_m));
+        let outcome = self.localizer.process(
+            meta.exposure_unix_us,
+            &matches,
+            centre_offset_ne_m,
+            stride_m,
+        );
+        let outcome = frame_outcome(&outcome);
+        let fix_at_exposure = self.localizer.fix_at(meta.exposure_unix_us).ok();
+        let to_publish = self.localizer.fix_at(unix_now_us()).ok();
+        meta.latency.set(Stage::Localize, t.elapsed());
+        Ok(Localized {
+            meta,
+            outcome,
+            fix_at_exposure,
+            to_publish,
+        })
+    }
+}
+
+/// The localizer's outcome as the report's: no measurement, gated (the filter did not use it: gated,
+/// diverged, out of order, invalid) or measured (accepted, or kept while the filter initialises).
+fn frame_outcome(outcome: &LocalizeOutcome) -> FrameOutcome {
+    let kind = outcome.kind().to_owned();
+    match outcome {
+        LocalizeOutcome::NoMeasurement(_) | LocalizeOutcome::InvalidOffset { .. } => {
+            FrameOutcome::NoMeasurement(kind)
+        }
+        LocalizeOutcome::Filtered { outcome, .. } => match outcome {
+            UpdateOutcome::Accepted { .. }
+            | UpdateOutcome::Initialised { .. }
+            | UpdateOutcome::NotInitialised { .. } => FrameOutcome::Measured(kind),
+            UpdateOutcome::Gated { .. }
+            | UpdateOutcome::Diverged { .. }
+            | UpdateOutcome::Stale { .. }
+            | UpdateOutcome::Invalid => FrameOutcome::Gated(kind),
+        },
+    }
+}
+
+fn publish(l: Localized, link: Option<&FcLink>) -> FrameReport {
+    let Localized {
+        mut meta,
+        outcome,
+        fix_at_exposure,
+        to_publish,
+    } = l;
+    let mut published = None;
+    let mut frame_to_fix = None;
+    if let (Some(fix), Some(link)) = (to_publish, link) {
+        let t = Instant::now();
+        let result = link.publish(&fix).map_err(|e| {
+            log::warn!("frame {}: {e}", meta.seq);
+            fc_error_text(&e)
+        });
+        let done = Instant::now();
+        meta.latency.set(Stage::Publish, done - t);
+        frame_to_fix = Some(done.saturating_duration_since(meta.origin));
+        published = Some(PublishedFix {
+            fix,
+            outcome: result,
+        });
+    }
+    let mut report = meta.report(outcome);
+    report.fix_at_exposure = fix_at_exposure;
+    report.published = published;
+    report.frame_to_fix = frame_to_fix;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_only_slot_replaces_the_unconsumed_item() {
+        let (slot, rx) = Slot::new(false);
+        let push = |i| slot.push(i, None, || panic!("a latest-only slot never waits"));
+        assert!(matches!(push(1), Pushed::Done(None)));
+        assert!(matches!(push(2), Pushed::Done(Some(1))));
+        assert!(matches!(push(3), Pushed::Done(Some(2))));
+        assert_eq!(rx.try_recv().unwrap(), 3);
+        assert!(matches!(push(4), Pushed::Done(None)));
+        drop(rx);
+        // The slot's own evicting receiver keeps the channel open; the consumer leaving is seen as full.
+        assert!(matches!(push(5), Pushed::Done(Some(4))));
+    }
+
+    #[test]
+    fn lossless_slot_waits_and_gives_back_on_stop() {
+        let stop = AtomicBool::new(false);
+        let (slot, rx) = Slot::new(true);
+        assert!(matches!(
+            slot.push(1, Some(&stop), || {}),
+            Pushed::Done(None)
+        ));
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(250));
+            (rx.recv().unwrap(), rx)
+        });
+        let waited = std::cell::Cell::new(0);
+        let pushed = slot.push(2, Some(&stop), || waited.set(waited.get() + 1));
+        assert!(matches!(pushed, Pushed::Done(None)));
+        assert!(waited.get() >= 1, "the producer beats while it waits");
+        let (first, rx) = consumer.join().unwrap();
+        assert_eq!(first, 1);
+        stop.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            slot.push(3, Some(&stop), || {}),
+            Pushed::Closed(3)
+        ));
+        assert_eq!(rx.try_recv().unwrap(), 2);
+        // Without a flag to give up on, only the consumer leaving ends the wait.
+        drop(rx);
+        assert!(matches!(slot.push(4, None, || {}), Pushed::Closed(4)));
+    }
+}
