@@ -6,6 +6,13 @@
 //! cleared). Streams listed in [`Scenario::silent_streams`] start only when asked for with
 //! MAV_CMD_SET_MESSAGE_INTERVAL; no command is acknowledged, every message received is recorded. Its thread
 //! (`vimgeo-sim-autopilot`) stops and is joined on drop.
+//!
+//! For the closed-loop simulation ([`crate::sim::closed_loop`]) a scenario can also:
+//! - follow a [`Trajectory`] ([`Scenario::trajectory`]): position, velocity, attitude and height above ground
+//!   come from it, on a clock shared with the simulated camera ([`Scenario::clock_origin`]);
+//! - lose GNSS in more windows ([`Scenario::gnss_lost_windows`], e.g. a flapping receiver);
+//! - drop the link ([`Scenario::link_drops`]): in those windows it sends nothing and ignores (drains without
+//!   recording) everything it receives, like a radio out of range.
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, UdpSocket};
@@ -23,6 +30,8 @@ use mavlink::dialects::ardupilotmega::{
 use mavlink::MavlinkReader;
 
 use crate::fc::{messages, FcError};
+use crate::sim::autopilot_params::ParamTable;
+use crate::sim::trajectory::Trajectory;
 
 /// Which flight stack the fake autopilot pretends to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +67,19 @@ pub struct Scenario {
     /// Message ids not streamed until asked for with MAV_CMD_SET_MESSAGE_INTERVAL (as after a fresh
     /// parameter reset, when `SRn_*` rates are zero).
     pub silent_streams: Vec<u32>,
+    /// Fly this path instead of the straight line (position, velocity, attitude, height above ground); the
+    /// EKF origin is then the trajectory's origin at [`Self::alt_msl_m`] minus the height.
+    pub trajectory: Option<Arc<Trajectory>>,
+    /// Time zero of the script (shared with a simulated camera); `None`: when the autopilot is spawned.
+    pub clock_origin: Option<Instant>,
+    /// More windows `[start, end)` after time zero without a GNSS fix (flapping), besides
+    /// [`Self::gnss_lost_at`]..[`Self::gnss_restored_at`].
+    pub gnss_lost_windows: Vec<(Duration, Duration)>,
+    /// Windows `[start, end)` in which the link is down: nothing is sent, everything received is ignored.
+    pub link_drops: Vec<(Duration, Duration)>,
+    /// The parameters it answers PARAM_REQUEST_READ / _LIST / PARAM_SET with (shared: a test may change it
+    /// while the autopilot runs); empty by default, so every read goes unanswered.
+    pub params: ParamTable,
 }
 
 impl Default for Scenario {
@@ -73,6 +95,11 @@ impl Default for Scenario {
             gnss_restored_at: None,
             telemetry_hz: 10.0,
             silent_streams: Vec::new(),
+            trajectory: None,
+            clock_origin: None,
+            gnss_lost_windows: Vec::new(),
+            link_drops: Vec::new(),
+            params: ParamTable::default(),
         }
     }
 }
@@ -82,12 +109,22 @@ impl Scenario {
     pub fn gnss_ok(&self, t: Duration) -> bool {
         let lost = self.gnss_lost_at.is_some_and(|l| t >= l);
         let restored = self.gnss_restored_at.is_some_and(|r| t >= r);
-        !lost || restored
+        let in_window = |w: &[(Duration, Duration)]| w.iter().any(|(a, b)| t >= *a && t < *b);
+        (!lost || restored) && !in_window(&self.gnss_lost_windows)
+    }
+
+    /// Whether the link is down at `t` after start.
+    pub fn link_down(&self, t: Duration) -> bool {
+        self.link_drops.iter().any(|(a, b)| t >= *a && t < *b)
     }
 
     /// Position at `t` after start, degrees.
     pub fn position(&self, t: Duration) -> [f64; 2] {
         let s = t.as_secs_f64();
+        if let Some(tr) = &self.trajectory {
+            let st = tr.state(s);
+            return [st.lat_deg, st.lon_deg];
+        }
         let [lat, lon] = self.start_lat_lon_deg;
         let m_per_deg = 111_320.0;
         [
@@ -139,7 +176,7 @@ impl FakeAutopilot {
         let socket = Arc::new(socket);
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
+        let started = scenario.clock_origin.unwrap_or_else(Instant::now);
         let thread = {
             let socket = Arc::clone(&socket);
             let received = Arc::clone(&received);
@@ -167,9 +204,14 @@ impl FakeAutopilot {
         self.socket.local_addr()
     }
 
+    /// Time zero of the script.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Time since start.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        Instant::now().saturating_duration_since(self.started)
     }
 
     /// Everything received so far.
@@ -206,20 +248,25 @@ fn run(
         10.0
     };
     let period = Duration::from_secs_f32(1.0 / hz);
-    let mut next = started;
-    let mut next_heartbeat = started;
+    // A shared time zero may lie in the past: start streaming now, not with a burst of catch-up messages.
+    let mut next = started.max(Instant::now());
+    let mut next_heartbeat = next;
     let mut sequence = 0u8;
     let mut buf = vec![0u8; 65_536];
     let mut silent: Vec<u32> = scenario.silent_streams.clone();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        let down = scenario.link_down(now.saturating_duration_since(started));
         if now >= next {
-            let t = now - started;
+            let t = now.saturating_duration_since(started);
             let mut out = telemetry(scenario, t);
             out.retain(|m| !silent.contains(&mavlink::Message::message_id(m)));
             if now >= next_heartbeat {
                 out.push(heartbeat(scenario));
                 next_heartbeat += Duration::from_secs(1);
+            }
+            if down {
+                out.clear();
             }
             for m in &out {
                 let bytes = messages::encode(m, scenario.system_id, 1, sequence);
@@ -230,6 +277,10 @@ fn run(
             next += period;
         }
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if down {
+                // Out of range: what was sent never arrived.
+                continue;
+            }
             let mut reader = MavlinkReader::new(Cursor::new(&buf[..n]));
             loop {
                 match reader.read_any_message::<MavMessage>() {
@@ -239,8 +290,13 @@ fn run(
                                 silent.retain(|id| *id as f32 != c.param1);
                             }
                         }
+                        for reply in scenario.params.answer(&message, scenario.stack) {
+                            let bytes = messages::encode(&reply, scenario.system_id, 1, sequence);
+                            sequence = sequence.wrapping_add(1);
+                            let _ = socket.send_to(&bytes, target);
+                        }
                         lock(received).push(Received {
-                            at: started.elapsed(),
+                            at: Instant::now().saturating_duration_since(started),
                             system_id: h.system_id,
                             component_id: h.component_id,
                             message,
@@ -274,7 +330,22 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
     let [lat, lon] = scenario.position(t);
     let e7 = |d: f64| (d * 1e7).round() as i32;
     let gnss = scenario.gnss_ok(t);
-    let [vn, ve] = scenario.vel_ne_mps;
+    let truth = scenario
+        .trajectory
+        .as_ref()
+        .map(|tr| tr.state(t.as_secs_f64()));
+    let [vn, ve] = truth.map_or(scenario.vel_ne_mps, |s| s.vel_ne_mps.map(|v| v as f32));
+    let (roll, pitch, yaw) = truth.map_or((0.01, -0.02, ve.atan2(vn)), |s| {
+        (s.roll_rad as f32, s.pitch_rad as f32, s.yaw_rad as f32)
+    });
+    let height_agl_m = truth.map_or(scenario.height_agl_m, |s| s.height_agl_m as f32);
+    let origin = scenario
+        .trajectory
+        .as_ref()
+        .map_or(scenario.start_lat_lon_deg, |tr| {
+            let o = tr.frame().origin();
+            [o.lat_deg, o.lon_deg]
+        });
     let gps_sensor = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS;
     let unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -282,9 +353,9 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
     let mut out = vec![
         MavMessage::ATTITUDE(ATTITUDE_DATA {
             time_boot_ms: boot_ms,
-            roll: 0.01,
-            pitch: -0.02,
-            yaw: ve.atan2(vn),
+            roll,
+            pitch,
+            yaw,
             ..ATTITUDE_DATA::DEFAULT
         }),
         MavMessage::GLOBAL_POSITION_INT(GLOBAL_POSITION_INT_DATA {
@@ -292,7 +363,7 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             lat: e7(lat),
             lon: e7(lon),
             alt: (scenario.alt_msl_m * 1000.0) as i32,
-            relative_alt: (scenario.height_agl_m * 1000.0) as i32,
+            relative_alt: (height_agl_m * 1000.0) as i32,
             vx: (vn * 100.0) as i16,
             vy: (ve * 100.0) as i16,
             vz: 0,
@@ -334,7 +405,7 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             time_boot_ms: boot_ms,
             min_distance: 20,
             max_distance: 40_000,
-            current_distance: (scenario.height_agl_m * 100.0) as u16,
+            current_distance: (height_agl_m * 100.0) as u16,
             mavtype: MavDistanceSensor::MAV_DISTANCE_SENSOR_LASER,
             id: 0,
             orientation: MavSensorOrientation::MAV_SENSOR_ROTATION_PITCH_270,
@@ -342,9 +413,9 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             ..DISTANCE_SENSOR_DATA::DEFAULT
         }),
         MavMessage::GPS_GLOBAL_ORIGIN(GPS_GLOBAL_ORIGIN_DATA {
-            latitude: e7(scenario.start_lat_lon_deg[0]),
-            longitude: e7(scenario.start_lat_lon_deg[1]),
-            altitude: ((scenario.alt_msl_m - scenario.height_agl_m) * 1000.0) as i32,
+            latitude: e7(origin[0]),
+            longitude: e7(origin[1]),
+            altitude: ((scenario.alt_msl_m - height_agl_m) * 1000.0) as i32,
             ..GPS_GLOBAL_ORIGIN_DATA::DEFAULT
         }),
     ];

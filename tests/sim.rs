@@ -1,0 +1,517 @@
+//! The closed-loop simulation end to end: the simulated camera over the shared Yellowstone orthophoto, the
+//! real pipeline, the fake autopilot over UDP loopback.
+//!
+//! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end): accuracy and honesty of the fixes the
+//!   autopilot received;
+//! - one short scenario per injected fault (camera stall, dropped frames, corrupt frames, link drop, GNSS
+//!   flapping, wrong attitude): no panic, no wrong or stale fix received, the fault reported;
+//! - replay: a recorded live run replays to the same fixes at exposure time.
+//!
+//! The encoder is the demo model (`models/vimgeo-demo.onnx`) when it exists, else a stand-in retrieval
+//! ([`ThumbnailEncoder`]: normalised cross-correlation of grey thumbnails) that finds places without a
+//! trained model; the accuracy bound and the 5 % honesty bound are asserted only with the demo model (they
+//! are properties of the model and the localizer, not of the loop). Every other assertion holds for both.
+//! The tile cache is built once per encoder under `CARGO_TARGET_TMPDIR` and reused. The camera renders
+//! 420 x 315 px (same field of view as calib/sim.toml) to keep debug-build tests fast. Needs the `gdal`
+//! feature and `../shared/data/imagery`.
+
+#![cfg(feature = "gdal")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::Duration;
+
+use vimgeo::encoder::{
+    open_encoder, Encoder, EncoderConfig, EncoderError, EngineChoice, ModelManifest,
+};
+use vimgeo::pipeline::FrameReport;
+use vimgeo::sim::closed_loop::{
+    ensure_cache, replay_with_encoder, run_with_encoder, RunOptions, SimRun,
+};
+use vimgeo::sim::scenario::Scenario;
+
+/// A retrieval that works without a trained model: the 16 x 16 grey thumbnail of the (64 px) model input,
+/// zero-mean and L2-normalised, so cosine similarity is normalised cross-correlation (the classical baseline
+/// of models/vimgeo/baseline.py). It stands in for the demo model until that is exported, so the closed
+/// loop's geometry (rendering, rectification, tile centres, time base) is checked by a retrieval that
+/// actually finds places.
+struct ThumbnailEncoder {
+    manifest: ModelManifest,
+}
+
+impl ThumbnailEncoder {
+    const SIDE: usize = 16;
+
+    fn new() -> ThumbnailEncoder {
+        let path = common::fixture("vimgeo-test-custom.json");
+        let mut manifest = ModelManifest::read(&path).unwrap();
+        manifest.name = "thumbnail-ncc".into();
+        manifest.onnx_sha256 =
+            "7468756d626e61696c2d6e63632d31362d7631000000000000000000000000aa".into();
+        manifest.output.dim = (Self::SIDE * Self::SIDE) as u32;
+        ThumbnailEncoder { manifest }
+    }
+}
+
+impl Encoder for ThumbnailEncoder {
+    fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    fn engine_name(&self) -> &str {
+        "thumbnail"
+    }
+
+    fn device(&self) -> &str {
+        "cpu"
+    }
+
+    fn run_nchw(&mut self, input: &[f32], frames: usize) -> Result<Vec<f32>, EncoderError> {
+        let (h, w) = (
+            self.manifest.input.height as usize,
+            self.manifest.input.width as usize,
+        );
+        let n = Self::SIDE;
+        let (bh, bw) = (h / n, w / n);
+        let mut out = Vec::with_capacity(frames * n * n);
+        for f in 0..frames {
+            let img = &input[f * 3 * h * w..(f + 1) * 3 * h * w];
+            let mut v = vec![0f32; n * n];
+            for y in 0..h {
+                for x in 0..w {
+                    let g = img[y * w + x] + img[h * w + y * w + x] + img[2 * h * w + y * w + x];
+                    v[(y / bh).min(n - 1) * n + (x / bw).min(n - 1)] += g;
+                }
+            }
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            v.iter_mut().for_each(|x| *x -= mean);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            out.extend(v.iter().map(|x| x / norm));
+        }
+        Ok(out)
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn imagery() -> PathBuf {
+    let path = repo().join("../shared/data/imagery/yell_forest_10cm.png");
+    assert!(
+        path.exists(),
+        "shared imagery {} is missing (../shared/data/imagery beside the repository)",
+        path.display()
+    );
+    path
+}
+
+/// The demo model when it exists, else the test fixture; and whether it is the demo model.
+fn model() -> (PathBuf, bool) {
+    let demo = repo().join("models/vimgeo-demo.onnx");
+    if demo.exists() {
+        (demo, true)
+    } else {
+        (common::model("custom"), false)
+    }
+}
+
+fn encoder_config() -> EncoderConfig {
+    EncoderConfig {
+        engine: EngineChoice::Tract,
+        ..EncoderConfig::default()
+    }
+}
+
+/// The encoder the tests fly with: the demo model when it exists, else the thumbnail retrieval.
+fn encoder() -> Box<dyn Encoder> {
+    match model() {
+        (path, true) => open_encoder(&path, &encoder_config()).unwrap(),
+        (_, false) => Box::new(ThumbnailEncoder::new()),
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-cache")
+}
+
+/// A scenario over the Yellowstone orthophoto: `body` adds `[gnss]`, `[[fault]]` and `[run]` tables.
+fn scenario(dir: &Path, name: &str, fps: f64, body: &str) -> Scenario {
+    let (model, _) = model();
+    let text = format!(
+        r#"
+name = "{name}"
+[map]
+ortho = "{ortho}"
+crs = "EPSG:32612"
+[model]
+path = "{model}"
+engine = "tract"
+[cache]
+footprint_m = 19.2
+stride = 0.5
+[camera]
+calib = "{calib}"
+fps = {fps}
+[flight]
+waypoints_ne_m = [[-70.0, -60.0], [-75.0, 45.0], [0.0, 80.0], [70.0, 45.0], [70.0, -60.0], [0.0, -85.0]]
+speed_mps = 5.0
+height_agl_m = 30.0
+corner_radius_m = 12.0
+[localize.filter]
+# The vehicle flies 5 m/s: a 40 m/s bound (the default) lets two wrong matches 40 m apart a second apart
+# look consistent and start the filter.
+max_speed_mps = 10.0
+{body}
+"#,
+        ortho = imagery().display(),
+        model = model.display(),
+        calib = repo().join("calib/sim.toml").display(),
+    );
+    // The sim camera at 420 x 315 px (the same 70° field of view as calib/sim.toml, 0.1 m a pixel at 30 m,
+    // so no supersampling): a third of the rendering cost, for debug-build tests on two cores.
+    let calib = std::fs::read_to_string(repo().join("calib/sim.toml"))
+        .unwrap()
+        .replace("width = 640", "width = 420")
+        .replace("height = 480", "height = 315")
+        .replace("fx = 457.0", "fx = 300.0")
+        .replace("fy = 457.0", "fy = 300.0")
+        .replace("cx = 319.5", "cx = 209.5")
+        .replace("cy = 239.5", "cy = 157.0");
+    std::fs::write(dir.join("sim-small.toml"), calib).unwrap();
+    let text = text.replace(
+        &format!("calib = \"{}\"", repo().join("calib/sim.toml").display()),
+        "calib = \"sim-small.toml\"",
+    );
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    Scenario::load(&file).unwrap()
+}
+
+/// The tile cache, built once for the whole test binary (tests run in parallel).
+fn cache(any: &Scenario) -> PathBuf {
+    static CACHE: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    let mut slot = CACHE
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = slot.as_ref() {
+        return p.clone();
+    }
+    let mut encoder = encoder();
+    let path = ensure_cache(any, encoder.as_mut(), &cache_dir()).unwrap();
+    *slot = Some(path.clone());
+    path
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the simulation did not finish within {limit:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the simulation panicked (see above)"),
+    }
+}
+
+fn fly(scenario: Scenario, record: Option<PathBuf>) -> SimRun {
+    let cache = cache(&scenario);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("sim-out")
+        .join(&scenario.name);
+    let options = RunOptions {
+        out_dir: out,
+        cache_dir: cache_dir(),
+        record,
+        encoder: encoder_config(),
+        duration_s: None,
+    };
+    let mut scenario = scenario;
+    scenario.cache.path = Some(cache);
+    let limit = Duration::from_secs_f64(scenario.run.duration_s + 120.0);
+    within(limit, move || {
+        run_with_encoder(&scenario, &options, encoder()).unwrap()
+    })
+}
+
+/// What holds in every run: nothing received while GNSS was healthy (outside the monitor's hysteresis), no
+/// stale fix, and the outputs written.
+fn assert_sane(run: &SimRun) {
+    let s = &run.summary;
+    println!("{s}\n{}", s.pipeline);
+    assert_eq!(s.received_while_gnss_healthy, 0, "{s}");
+    assert_eq!(s.stale_received, 0, "{s}");
+    assert!(s.frames.delivered > 0, "no frame delivered: {s}");
+    assert!(s.pipeline.frames_processed > 0, "no frame processed: {s}");
+    for p in [
+        &run.fixes_csv,
+        &run.received_csv,
+        &run.summary_json,
+        &run.plot,
+    ] {
+        assert!(p.exists(), "{} missing", p.display());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&run.summary_json).unwrap()).unwrap();
+    assert_eq!(
+        json["fixes_received"].as_u64(),
+        Some(s.fixes_received as u64)
+    );
+}
+
+#[test]
+fn a_long_gnss_denied_flight_is_accurate_and_honest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        "test-long-denied",
+        4.0,
+        "[gnss]\nlost_at_s = 4.0\n[run]\nduration_s = 66.0\nseed = 3\n",
+    );
+    let stride_m = sc.cache.footprint_m * sc.cache.stride;
+    let run = fly(sc, None);
+    assert_sane(&run);
+    let s = &run.summary;
+    let (_, demo) = model();
+    if demo {
+        // The bound: a correct retrieval puts the view centre within half a tile-grid diagonal of the best
+        // tile (stride·√2/2 = 6.8 m at a 9.6 m stride), and a view centre uniform in a grid cell is on
+        // median 0.38 strides (3.7 m) from the nearest tile centre; the localizer's neighbour weighting only
+        // shrinks that. One stride allows for pose errors (1° at 30 m is 0.5 m), filter lag through turns
+        // and the odd wrong match that passed the gate.
+        assert!(
+            s.fixes_received >= 20,
+            "too few fixes from the demo model: {s}"
+        );
+        assert!(
+            s.error.median_m < stride_m,
+            "median error {:.2} m >= one tile stride {stride_m:.1} m: {s}",
+            s.error.median_m
+        );
+        // Honest accuracy: at most 5 % of the received fixes outside their reported 95 % radius.
+        assert!(s.exceeding_accuracy_pct < 5.0, "{s}");
+    } else {
+        println!(
+            "accuracy bound and honesty not asserted: models/vimgeo-demo.onnx is missing; the stand-in \
+             thumbnail retrieval gave {} fixes, median error {:.1} m, {:.0} % beyond their accuracy",
+            s.fixes_received, s.error.median_m, s.exceeding_accuracy_pct
+        );
+    }
+}
+
+/// A short fault scenario: GNSS lost from 1 s, the fault at `fault`, 14 s in all.
+fn fault_run(name: &str, fault: &str, gnss: &str) -> SimRun {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        name,
+        3.0,
+        &format!("{gnss}\n[[fault]]\n{fault}\n[run]\nduration_s = 14.0\nseed = 11\n"),
+    );
+    let run = fly(sc, None);
+    assert_sane(&run);
+    let f = &run.summary.faults[0];
+    // A wrong fix around the fault: with the demo model that would be the fault's doing. The stand-in
+    // retrieval is weak in forest and the localizer sometimes starts on a consistent wrong place whatever the
+    // fault (see the long test), so this is asserted with the demo model only.
+    if model().1 {
+        assert_eq!(f.wrong_fixes, 0, "{f:?}");
+    }
+    assert_eq!(f.stale_fixes, 0, "{f:?}");
+    assert!(f.reported, "fault not reported: {f:?}");
+    // The pipeline kept running after the fault: frames exposed after the window were processed.
+    let after = run
+        .observations
+        .reports
+        .iter()
+        .filter(|r| {
+            (r.exposure_unix_us as f64 - run.observations.origin_unix_us as f64) * 1e-6
+                > f.end_s + 0.5
+        })
+        .count();
+    assert!(after > 0, "nothing processed after the fault: {f:?}");
+    run
+}
+
+const GNSS_LOST: &str = "[gnss]\nlost_at_s = 1.0";
+
+#[test]
+fn a_camera_stall_is_reported_and_publishes_nothing_stale() {
+    let run = fault_run(
+        "test-camera-stall",
+        "kind = \"camera_stall\"\nstart_s = 4.0\nduration_s = 4.0",
+        GNSS_LOST,
+    );
+    assert!(run.summary.frames.stalled_calls > 0);
+}
+
+#[test]
+fn dropped_frames_show_as_sequence_gaps() {
+    let run = fault_run(
+        "test-dropped-frames",
+        "kind = \"dropped_frames\"\nstart_s = 3.0\nduration_s = 6.0\nprobability = 0.5",
+        GNSS_LOST,
+    );
+    assert!(run.summary.frames.dropped > 0);
+}
+
+#[test]
+fn corrupt_frames_are_not_accepted() {
+    let run = fault_run(
+        "test-corrupt-frames",
+        "kind = \"corrupt_frames\"\nstart_s = 3.0\nduration_s = 6.0\nprobability = 0.8",
+        GNSS_LOST,
+    );
+    assert!(run.summary.frames.garbage + run.summary.frames.unreadable > 0);
+}
+
+#[test]
+fn a_link_drop_is_seen_and_nothing_arrives_stale() {
+    let run = fault_run(
+        "test-link-drop",
+        "kind = \"link_drop\"\nstart_s = 4.0\nduration_s = 5.0",
+        GNSS_LOST,
+    );
+    let f = &run.summary.faults[0];
+    // Nothing arrives during the drop (the autopilot ignores it); nothing queued before it arrives late
+    // (checked by `fault_run`: no stale fix).
+    let during = run
+        .observations
+        .received
+        .iter()
+        .filter(|r| matches!(r.message, vimgeo::fc::MavMessage::GPS_INPUT(_)))
+        .filter(|r| {
+            let t = r.at.as_secs_f64();
+            t >= f.start_s && t < f.end_s
+        })
+        .count();
+    assert_eq!(during, 0, "fixes arrived during the link drop");
+    assert!(
+        f.link_events.iter().any(|e| e.contains("autopilot lost")),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn gnss_flapping_does_not_switch_publishing_on_and_off() {
+    let run = fault_run(
+        "test-gnss-flapping",
+        "kind = \"gnss_flapping\"\nstart_s = 2.0\nduration_s = 10.0\nperiod_s = 1.0",
+        "",
+    );
+    let f = &run.summary.faults[0];
+    let changes = f.link_events.iter().filter(|e| e.contains("gnss")).count();
+    // Hysteresis: at most denied once and back once, never once per toggle (ten toggles).
+    assert!(changes <= 2, "{f:?}");
+}
+
+#[test]
+fn a_wrong_attitude_publishes_no_wrong_fix() {
+    let run = fault_run(
+        "test-wrong-attitude",
+        "kind = \"wrong_attitude\"\nstart_s = 4.0\nduration_s = 5.0\nroll_deg = 25.0",
+        GNSS_LOST,
+    );
+    assert!(run.summary.faults[0].frames_hit > 0);
+}
+
+/// Per processed frame: its seq, its fix at exposure (lat, lon, accuracy) and its best similarity.
+type FrameFixes = Vec<(u64, Option<(f64, f64, f32)>, Option<f32>)>;
+
+fn fixes_by_seq(reports: &[FrameReport]) -> FrameFixes {
+    let mut v: Vec<_> = reports
+        .iter()
+        .filter(|r| !matches!(r.outcome, vimgeo::pipeline::FrameOutcome::Refused(_)))
+        .map(|r| {
+            (
+                r.seq,
+                r.fix_at_exposure
+                    .map(|f| (f.lat_deg, f.lon_deg, f.horiz_accuracy_m)),
+                r.best_similarity,
+            )
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v
+}
+
+#[test]
+fn a_recorded_run_replays_to_the_same_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        "test-replay",
+        3.0,
+        "[gnss]\nlost_at_s = 1.0\n[run]\nduration_s = 10.0\nseed = 5\n",
+    );
+    let record = dir.path().join("recorded");
+    let live = fly(sc.clone(), Some(record.clone()));
+    assert_eq!(live.summary.pipeline.dropped, 0, "recording runs lossless");
+    let cache = live.cache.clone();
+    let replayed = within(Duration::from_secs(300), move || {
+        replay_with_encoder(&sc, &record, &cache, encoder()).unwrap()
+    });
+    let a = fixes_by_seq(&live.observations.reports);
+    let b = fixes_by_seq(&replayed);
+    println!(
+        "live: {} frames processed, {} with a fix at exposure; replay: {} frames",
+        a.len(),
+        a.iter().filter(|x| x.1.is_some()).count(),
+        b.len()
+    );
+    assert!(!a.is_empty(), "the live run processed no frame");
+    assert_eq!(a, b, "replay differs from the live run");
+}
+
+/// Rendering cost of the sim camera at the full calib/sim.toml size (640 x 480) along the bundled loop, with
+/// a photometric change per frame. A figure for the README, not a check: run it in release,
+/// `cargo test --release --all-features --test sim render_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn render_cost_per_frame() {
+    use rand::SeedableRng;
+    use vimgeo::matching::build::OrthoOptions;
+    use vimgeo::rectify::{CameraCalibration, CameraModel, Pose};
+    use vimgeo::sim::photometric::PhotometricRange;
+    use vimgeo::sim::render::{render_with, OrthoMap};
+    use vimgeo::sim::trajectory::Trajectory;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), "render-cost", 5.0, "");
+    let map = OrthoMap::open(
+        &sc.ortho,
+        &OrthoOptions {
+            crs: sc.crs.clone(),
+            ..OrthoOptions::default()
+        },
+    )
+    .unwrap();
+    let (w, h) = map.dimensions();
+    let centre = map
+        .pixel_to_lat_lon(f64::from(w) / 2.0, f64::from(h) / 2.0)
+        .unwrap();
+    let trajectory = Trajectory::new(centre, &sc.flight).unwrap();
+    let camera = CameraModel::new(&CameraCalibration::load(repo().join("calib/sim.toml")).unwrap());
+    let range = PhotometricRange::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let n = 40;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let s = trajectory.state(f64::from(i) * 2.0);
+        let pose = Pose::from_euler(s.roll_rad, s.pitch_rad, s.yaw_rad, s.height_agl_m);
+        let p = range.sample(&mut rng);
+        let r = render_with(&map, &camera, (s.lat_deg, s.lon_deg), &pose, &p, &mut rng).unwrap();
+        assert!(r.coverage > 0.99);
+    }
+    println!(
+        "render 640x480 with photometric change: {:.1} ms per frame",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+    );
+}
