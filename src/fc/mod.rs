@@ -16,6 +16,7 @@ mod error;
 mod gnss;
 mod link;
 pub mod messages;
+pub mod params;
 pub mod signing;
 mod state;
 mod transport;
