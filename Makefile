@@ -1,5 +1,6 @@
 # vimgeo build and test entry points. Everything a fresh machine needs is installed from here.
 #
+#   make sim      install what is missing, then fly the bundled closed-loop GNSS-denied simulation (the main job)
 #   make test     install what is missing, then lint and run every Rust and Python test (CI runs this)
 #   make setup    only the installs: Debian packages, the cached Python environment
 #
@@ -14,14 +15,14 @@ REQUIREMENTS := models/requirements.txt
 VENV_KEY := $(shell sha256sum $(REQUIREMENTS) | cut -c1-12)
 VENV ?= $(HOME)/.cache/vimgeo/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
-# Debian packages the build needs: GDAL for the tile-cache builder (cargo feature `gdal`; the onboard binary
-# builds without it).
-APT_PACKAGES := libgdal-dev pkg-config
+# Debian packages the build needs: GDAL for the tile-cache builder and the simulation (cargo feature `gdal`;
+# the onboard binary builds without it), libclang for the V4L2 bindings (the `v4l` crate runs bindgen).
+APT_PACKAGES := libgdal-dev pkg-config libclang-dev
 # The PyPI onnxruntime wheel ships the shared library that the `ort` crate loads at run time.
 ORT_DYLIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*))
 PYTHONPATH_MODELS := $(CURDIR)/models
 
-.PHONY: bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
+.PHONY: aarch64 sim bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
 
 setup: apt venv
 
@@ -48,6 +49,11 @@ $(VENV)/.complete:
 
 test: setup lint test-rust test-python
 
+# The main job: `vimgeo sim` with no arguments (sim/scenarios/yell-gnss-denied.toml, the demo model, the shared
+# orthophoto). ONNX Runtime comes from the Python environment's wheel; without it the sim runs on tract.
+sim: setup
+	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo run --release -- sim
+
 test-rust: apt venv
 	VIMGEO_PYTHON="$(PY)" ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
 
@@ -58,7 +64,7 @@ lint: lint-rust lint-python
 
 lint-rust: apt
 	cargo fmt --check
-	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --all-targets --no-default-features --quiet -- -D warnings
 	cargo clippy --all-targets --all-features --quiet -- -D warnings
 
 lint-python: venv
@@ -121,3 +127,9 @@ $(BENCH_VENV)/.complete:
 bench-search: $(BENCH_VENV)/.complete
 	cargo build --release --quiet
 	"$(BENCH_VENV)/bin/python" bench/search_vs_faiss.py --tiles 1000000 --dim 384 --queries 20 --cache-dir "$${TMPDIR:-/tmp}"
+
+# The onboard binary for an aarch64 companion computer (Jetson), its bundle in dist/, and the check that it
+# computes the same embedding under qemu-aarch64 as the x86-64 build (deploy/README.md). Slow (~20 min on 2
+# cores), so not part of `make test`.
+aarch64:
+	deploy/build-aarch64.sh

@@ -6,10 +6,16 @@
 //! Only the binary (`src/main.rs`) parses arguments or reads the environment; the library takes
 //! resolved configuration values.
 
+pub mod camera;
 pub mod encoder;
 pub mod fc;
 pub mod fix;
+pub mod geodesy;
+pub mod localize;
 pub mod matching;
+pub mod pipeline;
+pub mod preflight;
+pub mod rectify;
 pub mod sim;
 
 /// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 
-use cli::{cache, encoder, fc, BenchCommand};
+use cli::{cache, calib, encoder, fc, geometry, preflight, run, sim, BenchCommand};
 
 /// Onboard visual geo-localization for GNSS-denied drones.
 #[derive(Debug, Parser)]
@@ -17,6 +17,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The onboard pipeline: camera → rectify → encode → match → localize → publish, from one TOML config.
+    Run(run::RunArgs),
+    /// The closed-loop GNSS-denied simulation (no arguments: the bundled scenario); `sim pairs`: training pairs.
+    Sim(sim::SimArgs),
+    /// Pre-flight check: camera, calibration, model, tile cache and area, autopilot link and parameters.
+    Preflight(preflight::PreflightArgs),
     /// Print the build: crate version, target and enabled CPU features.
     Version,
     /// Embed images with an exported model; prints one JSON line per image.
@@ -27,6 +33,13 @@ enum Command {
     /// Build, inspect, verify, query and preview satellite tile caches.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Render what a camera at a pose over an orthophoto sees (the simulated camera).
+    Render(geometry::RenderArgs),
+    /// Warp a camera frame to a north-up nadir view at a given ground size (what the encoder sees).
+    Rectify(geometry::RectifyArgs),
+    /// Camera calibration files: check one, import from OpenCV or ROS.
+    #[command(subcommand)]
+    Calib(calib::CalibCommand),
     /// The flight-controller link over MAVLink.
     #[command(subcommand)]
     Fc(fc::FcCommand),
@@ -49,6 +62,12 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Scan(args)) => encoder::bench_scan(&args)?,
         Command::Bench(BenchCommand::Search(args)) => cache::bench_search(&args)?,
         Command::Cache(command) => cache::cache(command)?,
+        Command::Calib(command) => calib::calib(&command)?,
+        Command::Render(args) => geometry::render(&args)?,
+        Command::Rectify(args) => geometry::rectify(&args)?,
+        Command::Run(args) => run::run(&args)?,
+        Command::Sim(args) => sim::sim(&args)?,
+        Command::Preflight(args) => preflight::preflight(&args)?,
         Command::Fc(fc::FcCommand::Monitor(args)) => fc::fc_monitor(&args)?,
     }
     Ok(())

@@ -155,7 +155,7 @@ pub(crate) fn cache(command: CacheCommand) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "gdal"))]
 pub(crate) const NO_GDAL: &str = "this vimgeo was built without GDAL, which reading orthophotos needs; \
-    rebuild it with `cargo build --release --features gdal` (needs the system GDAL: `apt-get install libgdal-dev`)";
+    rebuild it with the default features, `cargo build --release` (needs the system GDAL: `apt-get install libgdal-dev`)";
 
 #[cfg(not(feature = "gdal"))]
 pub(crate) fn cache_build(_: &CacheBuildArgs) -> anyhow::Result<()> {

@@ -3,8 +3,13 @@
 //! Arguments are parsed and checked here, then resolved once into the library's configuration types.
 
 pub(crate) mod cache;
+pub(crate) mod calib;
 pub(crate) mod encoder;
 pub(crate) mod fc;
+pub(crate) mod geometry;
+pub(crate) mod preflight;
+pub(crate) mod run;
+pub(crate) mod sim;
 
 use clap::Subcommand;
 
