@@ -712,6 +712,12 @@ def _export_main(argv: Sequence[str]) -> int:
     )
     ap.add_argument("--opset", type=int, default=MIN_OPSET)
     ap.add_argument("--seed", type=int, default=0, help="random init seed (--config only)")
+    ap.add_argument(
+        "--training-extra",
+        type=Path,
+        help="JSON object merged into the manifest's training record (--checkpoint only): e.g. the training "
+        "data (orthophotos and their sha256, pair-generator settings) and evaluation results",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -719,7 +725,14 @@ def _export_main(argv: Sequence[str]) -> int:
         if args.img_size is not None:
             ap.error("--img-size applies to --config only (a checkpoint carries its input size)")
         model, training = checkpoint_vimgeo(args.checkpoint)
+        if args.training_extra is not None:
+            extra = json.loads(args.training_extra.read_text())
+            if not isinstance(extra, dict):
+                ap.error(f"--training-extra {args.training_extra}: not a JSON object")
+            training.update(extra)
     else:
+        if args.training_extra is not None:
+            ap.error("--training-extra applies to --checkpoint only")
         model, training = random_vimgeo(args.config, args.seed, args.img_size), None
     manifest = export_vimgeo(model, args.out_dir, args.name, args.scan_form, args.opset, training)
     size = (args.out_dir / manifest["onnx_file"]).stat().st_size

@@ -530,6 +530,9 @@ CONFIGS: dict[str, VimConfig] = {
     "tiny": VimConfig(embed_dim=192, depth=24),
     # Vim-S, the VimGeo paper's backbone (about 26 M parameters with the ImageNet head).
     "small": VimConfig(embed_dim=384, depth=24),
+    # The demo model (configs/demo.toml): width 128, 6 blocks, 128 px (64 patches); trains from scratch on a
+    # few thousand orthophoto pairs on a 2-core CPU in about half an hour. Not a University-1652 model.
+    "demo": VimConfig(img_size=128, embed_dim=128, depth=6),
 }
 
 

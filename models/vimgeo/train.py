@@ -1,4 +1,4 @@
-"""Train VimGeo on University-1652 (or any folder in its layout).
+"""Train VimGeo on University-1652 (or any folder in its layout, such as a `vimgeo sim pairs` folder).
 
     python -m vimgeo.train --config paper --data /data/University-1652            # one GPU or CPU
     torchrun --nproc_per_node 4 -m vimgeo.train --config paper --data /data/U1652   # several GPUs (DDP)
@@ -8,6 +8,13 @@ A run folder ``<out_dir>/<name>/`` holds ``config.json``, ``metrics.jsonl`` (one
 and per evaluation), ``metrics.png``, ``last.pt`` (written atomically every ``checkpoint_every`` steps and at
 each epoch end; resuming continues mid-epoch at the exact batch) and ``final.pt``. Every checkpoint carries
 the config and the resolved backbone config, so ``build_model_from_checkpoint`` needs nothing else.
+
+Evaluation every ``eval_every`` epochs and at the end: on University-1652 (``<data>/test``) both directions
+and protocols (``vimgeo.evaluate``); on a pair folder (``<data>/val``, written by ``vimgeo sim pairs``) the
+validation drone views against the validation tiles (``vimgeo.geo_eval``: R@1/5/10, AP, localisation error).
+A pair folder is north-up in both branches, so there the satellite branch gets the drone branch's
+augmentation (no random 90-degree rotation; set ``flip_prob = 0`` too, as ``configs/demo.toml`` does).
+``metrics.png`` plots the training loss and the evaluation R@1 against epochs.
 """
 
 from __future__ import annotations
@@ -144,10 +151,11 @@ def init_distributed() -> Dist:
 class MetricsLog:
     """Appends JSON lines to ``metrics.jsonl`` (main process only) and redraws ``metrics.png``."""
 
-    def __init__(self, run_dir: Path, enabled: bool):
+    def __init__(self, run_dir: Path, enabled: bool, steps_per_epoch: int | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.png = run_dir / "metrics.png"
         self.enabled = enabled
+        self.steps_per_epoch = steps_per_epoch  # x axis in epochs when known, else in steps
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -170,23 +178,47 @@ class MetricsLog:
         recs = self.records()
         steps = [r for r in recs if r.get("kind") == "train"]
         evals = [r for r in recs if r.get("kind") == "eval"]
+        per = self.steps_per_epoch
+
+        def x(r: dict[str, Any]) -> float:
+            return r["step"] / per if per else r["step"]
+
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         if steps:
-            ax[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], label="total")
+            ax[0].plot([x(r) for r in steps], [r["loss"] for r in steps], label="total", alpha=0.5)
             for part in ("infonce", "dice", "kl", "triplet"):
                 if part in steps[0]:
-                    ax[0].plot([r["step"] for r in steps], [r[part] for r in steps], label=part, alpha=0.7)
-        ax[0].set(xlabel="step", ylabel="loss", title="training loss")
-        ax[0].legend()
-        if evals:
-            for key in ("drone->satellite", "satellite->drone"):
-                ax[1].plot(
-                    [r["step"] for r in evals],
-                    [r["metrics"][key]["official"]["R@1"] for r in evals],
+                    ax[0].plot([x(r) for r in steps], [r[part] for r in steps], label=part, alpha=0.4)
+            by_epoch: dict[int, list[float]] = {}
+            for r in steps:
+                by_epoch.setdefault(r["epoch"], []).append(r["loss"])
+            if per and len(by_epoch) > 1:
+                ax[0].plot(
+                    [e + 1 for e in by_epoch],
+                    [sum(v) / len(v) for v in by_epoch.values()],
                     marker="o",
-                    label=f"{key} R@1 (official)",
+                    color="black",
+                    label="total, epoch mean",
                 )
-        ax[1].set(xlabel="step", ylabel="%", title="test R@1")
+        ax[0].set(xlabel="epoch" if per else "step", ylabel="loss", title="training loss")
+        if steps:
+            ax[0].legend()
+        val = [r for r in evals if r.get("split") == "val"]
+        if val:  # a pair folder: validation drone views against validation tiles
+            ax[1].plot([x(r) for r in val], [r["metrics"]["R@1"] for r in val], marker="o", label="R@1")
+            ax[1].plot([x(r) for r in val], [r["metrics"]["R@5"] for r in val], marker="s", label="R@5")
+            ax[1].set(xlabel="epoch" if per else "step", ylabel="%", title="validation (drone->tile)")
+        else:
+            for key in ("drone->satellite", "satellite->drone"):
+                pts = [r for r in evals if key in r["metrics"]]
+                if pts:
+                    ax[1].plot(
+                        [x(r) for r in pts],
+                        [r["metrics"][key]["official"]["R@1"] for r in pts],
+                        marker="o",
+                        label=f"{key} R@1 (official)",
+                    )
+            ax[1].set(xlabel="epoch" if per else "step", ylabel="%", title="test R@1")
         if evals:
             ax[1].legend()
         fig.tight_layout()
@@ -213,6 +245,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.json")
     log = MetricsLog(run_dir, d.is_main)
+    pairs_layout = (data_root / "val").is_dir()  # a `vimgeo sim pairs` folder: north-up, validation split
     seed_everything(cfg.seed + d.rank)
 
     model = build_model(cfg).to(dev)
@@ -232,12 +265,15 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
     drone_tf, sat_tf = build_transforms(
         cfg.img_size, mean, std, kind=cfg.augmentation, train=True, interpolation=model.config.interpolation
     )
+    if pairs_layout:  # both views north-up: a rotated tile would no longer match its drone view
+        sat_tf = drone_tf
     dataset = TrainPairs(data_root, drone_tf, sat_tf, flip_prob=cfg.flip_prob, seed=cfg.seed)
     sampler = UniqueIdBatchSampler(
         dataset.labels, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
         rank=d.rank, world_size=d.world_size,
     )  # fmt: skip
     steps_per_epoch = len(sampler)
+    log.steps_per_epoch = steps_per_epoch
     if steps_per_epoch == 0:
         raise ValueError(
             f"{data_root}: too few buildings ({len(set(dataset.labels))}) for batch_size {cfg.batch_size}"
@@ -363,6 +399,10 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
                 metrics = run_evaluation(model, cfg, dev)
                 log.write({"kind": "eval", "step": step, "epoch": epoch, "metrics": metrics})
                 print_metrics(metrics)
+            elif pairs_layout:
+                metrics = run_validation(model, cfg, dev)
+                log.write({"kind": "eval", "split": "val", "step": step, "epoch": epoch, "metrics": metrics})
+                print_validation(epoch, metrics)
             ddp_model.train()
         log.plot()
     bar.close()
@@ -391,6 +431,24 @@ def run_evaluation(model: VimGeo, cfg: TrainConfig, dev: torch.device) -> dict[s
         )
 
 
+def run_validation(model: VimGeo, cfg: TrainConfig, dev: torch.device) -> dict[str, Any]:
+    """Validation drone views against validation tiles of a pair folder (``vimgeo.geo_eval``)."""
+    from vimgeo.geo_eval import evaluate_model
+
+    with torch.no_grad():
+        return evaluate_model(
+            model, cfg.data, "val", batch_size=cfg.eval_batch_size, device=dev, num_workers=cfg.num_workers
+        )
+
+
+def print_validation(epoch: int, m: dict[str, Any]) -> None:
+    e = m["error"]
+    print(
+        f"epoch {epoch + 1} val: R@1 {m['R@1']:.2f}  R@5 {m['R@5']:.2f}  AP {m['AP']:.2f}  "
+        f"median error {e['median_m']:.2f} m  under one stride {e['under_stride_%']:.1f} %"
+    )
+
+
 def print_metrics(metrics: dict[str, Any]) -> None:
     for direction, by_protocol in metrics.items():
         for protocol, m in by_protocol.items():
@@ -401,7 +459,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vimgeo.train", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="paper", help="config name in models/configs/ or a .toml path")
-    ap.add_argument("--data", help="University-1652 root (holds train/ and test/)")
+    ap.add_argument("--data", help="University-1652 root (train/, test/) or a pair folder (train/, val/)")
     ap.add_argument("--out", help="parent folder of the run folder (default: config's out_dir)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     ap.add_argument("--resume", help="'auto' (the run folder's last.pt, if any) or a checkpoint path")
