@@ -7,6 +7,7 @@
 //! resolved configuration values.
 
 pub mod camera;
+pub mod config_file;
 pub mod encoder;
 pub mod fc;
 pub mod fix;

@@ -5,7 +5,8 @@
 //! build each runtime component: the camera ([`CameraChoice`]), the encoder ([`ModelSettings`]), the tile
 //! cache ([`CacheSettings`]), the flight-controller link ([`LinkConfig`]) and the pipeline itself
 //! ([`PipelineConfig`]). Every error names the file and the key: `/etc/vimgeo/vimgeo.toml: [camera] fps:
-//! must be > 0`. Relative paths resolve against the config file's folder.
+//! must be > 0`. Relative paths resolve against the config file's folder. Reading, the error type and the
+//! value checks are shared with the simulation scenario: [`crate::config_file`].
 //!
 //! Checking that the files the config names exist is a separate step ([`OnboardConfig::check_paths`]) so the
 //! documented example can be parsed on a machine that has none of them.
@@ -16,44 +17,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::camera::{PixelFormat, ReplayOptions, ReplayPace, V4l2Config};
-use crate::encoder::{EncoderConfig, EngineChoice, ExecutionProviderKind, OrtConfig, TractConfig};
+use crate::config_file::{self, ConfigFile, ConfigFileError};
+use crate::encoder::{EncoderConfig, ExecutionProviderKind, OrtConfig, TractConfig};
 use crate::fc::{GpsInputConfig, LinkAddress, LinkConfig, PublishPolicy, Publisher};
 use crate::localize::LocalizerConfig;
 use crate::rectify::RectifyLimits;
 
-/// A configuration file that cannot be used. Every message names the file; value errors name the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read the configuration: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, has an unknown key, or a value of the wrong type (toml's message quotes
-    /// the line and the key).
-    #[error("{}: {message}", file.display())]
-    Parse {
-        /// The file.
-        file: PathBuf,
-        /// What toml says, with the offending line.
-        message: String,
-    },
-    /// A value is out of range or inconsistent with another.
-    #[error("{}: [{section}] {key}: {reason}", file.display())]
-    Invalid {
-        /// The file.
-        file: PathBuf,
-        /// The table, e.g. `camera`.
-        section: String,
-        /// The key in it, e.g. `fps`.
-        key: String,
-        /// What is wrong and what is expected.
-        reason: String,
-    },
-}
+/// A configuration file that cannot be used: the error shared by every TOML file vimgeo reads (see
+/// [`crate::config_file`]). Every message names the file; value errors name the `[section] key`.
+pub type ConfigError = ConfigFileError;
 
 // ---- The file as written -------------------------------------------------------------------------------
 
@@ -329,6 +301,11 @@ pub struct PipelineConfig {
     pub record: Option<PathBuf>,
     /// CSV file, one line per frame.
     pub fix_log: Option<PathBuf>,
+    /// A replay's recorded GNSS anchors (`<folder>/anchors.csv`, [`super::ANCHORS_SIDECAR`]): when the file
+    /// exists, each replayed frame is anchored as the live run anchored it, and never on the link's GNSS.
+    /// Not read from the configuration file: `vimgeo run` and the simulation's replay set it for a replay
+    /// camera.
+    pub replay_anchors: Option<PathBuf>,
     /// Health watching.
     pub health: HealthConfig,
 }
@@ -348,6 +325,7 @@ impl Default for PipelineConfig {
             lossless: false,
             record: None,
             fix_log: None,
+            replay_anchors: None,
             health: HealthConfig::default(),
         }
     }
@@ -373,26 +351,22 @@ pub struct OnboardConfig {
 impl OnboardConfig {
     /// Reads and resolves `file` (no file it names is opened: see [`Self::check_paths`]).
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text, file)
+        Self::from_toml_str(&config_file::read(file, "configuration")?, file)
     }
 
     /// Parses and resolves `text` as if read from `file` (relative paths resolve against its folder).
     pub fn from_toml_str(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        Resolver { file }.resolve(raw)
+        let raw: RawConfig = config_file::parse(text, file)?;
+        Resolver {
+            f: ConfigFile::new(file),
+        }
+        .resolve(raw)
     }
 
     /// Checks that the files and folders the configuration reads exist: the calibration, the model, the
     /// cache, a replay folder, a V4L2 device and a signing key. The error names the file and the key.
     pub fn check_paths(&self) -> Result<(), ConfigError> {
-        let r = Resolver { file: &self.file };
+        let r = ConfigFile::new(&self.file);
         r.exists("camera", "calib", &self.camera.calib)?;
         match &self.camera.source {
             CameraChoice::V4l2(v) => r.exists("camera", "device", &v.device)?,
@@ -409,75 +383,25 @@ impl OnboardConfig {
 }
 
 struct Resolver<'a> {
-    file: &'a Path,
+    f: ConfigFile<'a>,
 }
 
 impl Resolver<'_> {
-    fn invalid(&self, section: &str, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_path_buf(),
-            section: section.to_owned(),
-            key: key.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
-    fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
-        }
-    }
-
-    fn exists(&self, section: &str, key: &str, p: &Path) -> Result<(), ConfigError> {
-        if p.exists() {
-            Ok(())
-        } else {
-            Err(self.invalid(section, key, format!("{} does not exist", p.display())))
-        }
-    }
-
-    fn positive(&self, section: &str, key: &str, v: f64) -> Result<f64, ConfigError> {
-        if v.is_finite() && v > 0.0 {
-            Ok(v)
-        } else {
-            Err(self.invalid(section, key, format!("must be > 0 (got {v})")))
-        }
-    }
-
-    fn at_least_one(&self, section: &str, key: &str, v: usize) -> Result<usize, ConfigError> {
-        if v >= 1 {
-            Ok(v)
-        } else {
-            Err(self.invalid(section, key, "must be at least 1"))
-        }
-    }
-
-    fn required<T>(
-        &self,
-        section: &str,
-        key: &str,
-        v: Option<T>,
-        why: &str,
-    ) -> Result<T, ConfigError> {
-        v.ok_or_else(|| self.invalid(section, key, format!("missing: required {why}")))
-    }
-
     fn resolve(&self, raw: RawConfig) -> Result<OnboardConfig, ConfigError> {
         let camera = self.camera(&raw.camera)?;
-        let stall_timeout = Duration::from_secs_f64(self.positive(
+        let stall_timeout = Duration::from_secs_f64(self.f.positive(
             "camera",
             "stall_timeout_s",
             raw.camera.stall_timeout_s.unwrap_or(2.0),
         )?);
         let model = self.model(&raw.model)?;
         let c = &raw.cache;
-        let top_k = self.at_least_one("cache", "top_k", c.top_k.unwrap_or(16))?;
+        let top_k = self.f.nonzero("cache", "top_k", c.top_k.unwrap_or(16))?;
         let prior_radius_m =
-            self.positive("cache", "prior_radius_m", c.prior_radius_m.unwrap_or(500.0))?;
+            self.f
+                .positive("cache", "prior_radius_m", c.prior_radius_m.unwrap_or(500.0))?;
         let cache = CacheSettings {
-            path: self.path(&c.path),
+            path: self.f.path(&c.path),
         };
         let defaults = PipelineConfig::default();
         let r = &raw.rectify;
@@ -485,38 +409,35 @@ impl Resolver<'_> {
             .max_tilt_deg
             .unwrap_or(defaults.rectify_limits.max_tilt_deg);
         if !(max_tilt_deg.is_finite() && max_tilt_deg > 0.0 && max_tilt_deg < 90.0) {
-            return Err(self.invalid(
+            return Err(self.f.invalid(
                 "rectify",
                 "max_tilt_deg",
                 format!("must be in (0, 90) degrees (got {max_tilt_deg})"),
             ));
         }
-        let min_coverage = r
-            .min_coverage
-            .unwrap_or(defaults.rectify_limits.min_coverage);
-        if !(min_coverage > 0.0 && min_coverage <= 1.0) {
-            return Err(self.invalid(
-                "rectify",
-                "min_coverage",
-                format!("must be in (0, 1] (got {min_coverage})"),
-            ));
-        }
-        let max_attitude_age_ms = r.max_attitude_age_ms.unwrap_or(200);
-        if max_attitude_age_ms == 0 {
-            return Err(self.invalid("rectify", "max_attitude_age_ms", "must be > 0"));
-        }
-        if r.size_px == Some(0) {
-            return Err(self.invalid("rectify", "size_px", "must be > 0"));
+        let min_coverage = self.f.fraction(
+            "rectify",
+            "min_coverage",
+            r.min_coverage
+                .unwrap_or(defaults.rectify_limits.min_coverage),
+        )?;
+        let max_attitude_age_ms = self.f.nonzero(
+            "rectify",
+            "max_attitude_age_ms",
+            r.max_attitude_age_ms.unwrap_or(200),
+        )?;
+        if let Some(size_px) = r.size_px {
+            self.f.nonzero("rectify", "size_px", size_px)?;
         }
         if let Some(g) = r.ground_size_m {
-            self.positive("rectify", "ground_size_m", g)?;
+            self.f.positive("rectify", "ground_size_m", g)?;
         }
         raw.localize
             .validate()
-            .map_err(|e| self.invalid("localize", "", e.to_string()))?;
+            .map_err(|e| self.f.invalid("localize", "", e.to_string()))?;
         let fc = self.fc(&raw.fc)?;
         let p = &raw.pipeline;
-        let encoder_slow_ms = self.positive(
+        let encoder_slow_ms = self.f.positive(
             "pipeline",
             "encoder_slow_ms",
             p.encoder_slow_ms.unwrap_or(500.0),
@@ -532,20 +453,19 @@ impl Resolver<'_> {
             }
         ));
         let h = &raw.health;
-        let period_ms = h.period_ms.unwrap_or(500);
-        if period_ms == 0 {
-            return Err(self.invalid("health", "period_ms", "must be > 0"));
-        }
+        let period_ms = self
+            .f
+            .nonzero("health", "period_ms", h.period_ms.unwrap_or(500))?;
         let health = HealthConfig {
             period: Duration::from_millis(period_ms),
             stall_timeout,
             encoder_slow: Duration::from_secs_f64(encoder_slow_ms / 1000.0),
-            encoder_window: self.at_least_one(
+            encoder_window: self.f.nonzero(
                 "health",
                 "encoder_window",
                 h.encoder_window.unwrap_or(20),
             )?,
-            stage_timeout: Duration::from_secs_f64(self.positive(
+            stage_timeout: Duration::from_secs_f64(self.f.positive(
                 "health",
                 "stage_timeout_s",
                 h.stage_timeout_s.unwrap_or(10.0),
@@ -564,23 +484,24 @@ impl Resolver<'_> {
             top_k,
             prior_radius_m,
             localize: raw.localize.clone(),
-            channel_capacity: self.at_least_one(
+            channel_capacity: self.f.nonzero(
                 "pipeline",
                 "channel_capacity",
                 p.channel_capacity.unwrap_or(defaults.channel_capacity),
             )?,
-            report_capacity: self.at_least_one(
+            report_capacity: self.f.nonzero(
                 "pipeline",
                 "report_capacity",
                 p.report_capacity.unwrap_or(defaults.report_capacity),
             )?,
             lossless,
-            record: p.record.as_deref().map(|d| self.path(d)),
-            fix_log: p.fix_log.as_deref().map(|d| self.path(d)),
+            record: p.record.as_deref().map(|d| self.f.path(d)),
+            fix_log: p.fix_log.as_deref().map(|d| self.f.path(d)),
+            replay_anchors: None,
             health,
         };
         Ok(OnboardConfig {
-            file: self.file.to_path_buf(),
+            file: self.f.file().to_path_buf(),
             camera,
             model,
             cache,
@@ -592,36 +513,33 @@ impl Resolver<'_> {
     fn camera(&self, c: &RawCamera) -> Result<CameraSettings, ConfigError> {
         let source = match c.source.as_str() {
             "v4l2" => {
-                let width = self.required("camera", "width", c.width, "for source \"v4l2\"")?;
-                let height = self.required("camera", "height", c.height, "for source \"v4l2\"")?;
-                if width == 0 {
-                    return Err(self.invalid("camera", "width", "must be > 0"));
-                }
-                if height == 0 {
-                    return Err(self.invalid("camera", "height", "must be > 0"));
-                }
-                let fps = c.fps.unwrap_or(30);
-                if fps == 0 {
-                    return Err(self.invalid("camera", "fps", "must be > 0"));
-                }
-                let format = match c.format.as_deref().unwrap_or("auto") {
-                    "auto" => PixelFormat::Auto,
-                    "mjpeg" => PixelFormat::Mjpeg,
-                    "yuyv" => PixelFormat::Yuyv,
-                    other => {
-                        return Err(self.invalid(
-                            "camera",
-                            "format",
-                            format!("{other:?} is not \"auto\", \"mjpeg\" or \"yuyv\""),
-                        ))
-                    }
-                };
-                let device = self.path(c.device.as_deref().unwrap_or(Path::new("/dev/video0")));
+                let width = self
+                    .f
+                    .required("camera", "width", c.width, "for source \"v4l2\"")?;
+                let height =
+                    self.f
+                        .required("camera", "height", c.height, "for source \"v4l2\"")?;
+                self.f.nonzero("camera", "width", width)?;
+                self.f.nonzero("camera", "height", height)?;
+                let fps = self.f.nonzero("camera", "fps", c.fps.unwrap_or(30))?;
+                let format = self.f.one_of(
+                    "camera",
+                    "format",
+                    c.format.as_deref().unwrap_or("auto"),
+                    &[
+                        ("auto", PixelFormat::Auto),
+                        ("mjpeg", PixelFormat::Mjpeg),
+                        ("yuyv", PixelFormat::Yuyv),
+                    ],
+                )?;
+                let device = self
+                    .f
+                    .path(c.device.as_deref().unwrap_or(Path::new("/dev/video0")));
                 let mut v4l2 = V4l2Config::new(device, width, height, fps);
                 v4l2.format = format;
                 if let Some(b) = c.buffers {
                     if !(2..=4).contains(&b) {
-                        return Err(self.invalid(
+                        return Err(self.f.invalid(
                             "camera",
                             "buffers",
                             format!("must be 2 to 4 (got {b})"),
@@ -633,31 +551,29 @@ impl Resolver<'_> {
                 CameraChoice::V4l2(v4l2)
             }
             "replay" => {
-                let folder = self.required(
+                let folder = self.f.required(
                     "camera",
                     "folder",
                     c.folder.as_deref(),
                     "for source \"replay\"",
                 )?;
-                let pace = match c.pace.as_deref().unwrap_or("realtime") {
-                    "realtime" => ReplayPace::RealTime,
-                    "fast" => ReplayPace::AsFastAsPossible,
-                    other => {
-                        return Err(self.invalid(
-                            "camera",
-                            "pace",
-                            format!("{other:?} is not \"realtime\" or \"fast\""),
-                        ))
-                    }
-                };
+                let pace = self.f.one_of(
+                    "camera",
+                    "pace",
+                    c.pace.as_deref().unwrap_or("realtime"),
+                    &[
+                        ("realtime", ReplayPace::RealTime),
+                        ("fast", ReplayPace::AsFastAsPossible),
+                    ],
+                )?;
                 CameraChoice::Replay {
-                    folder: self.path(folder),
+                    folder: self.f.path(folder),
                     options: ReplayOptions { pace, loop_: false },
                 }
             }
             "sim" => CameraChoice::Sim,
             other => {
-                return Err(self.invalid(
+                return Err(self.f.invalid(
                     "camera",
                     "source",
                     format!("{other:?} is not \"v4l2\", \"replay\" or \"sim\""),
@@ -666,46 +582,46 @@ impl Resolver<'_> {
         };
         Ok(CameraSettings {
             source,
-            calib: self.path(&c.calib),
+            calib: self.f.path(&c.calib),
         })
     }
 
     fn model(&self, m: &RawModel) -> Result<ModelSettings, ConfigError> {
-        let engine = match m.engine.as_deref().unwrap_or("auto") {
-            "auto" => EngineChoice::Auto,
-            "ort" => EngineChoice::Ort,
-            "tract" => EngineChoice::Tract,
-            other => {
-                return Err(self.invalid(
-                    "model",
-                    "engine",
-                    format!("{other:?} is not \"auto\", \"ort\" or \"tract\""),
-                ))
-            }
-        };
+        let engine = self.f.one_of(
+            "model",
+            "engine",
+            m.engine.as_deref().unwrap_or("auto"),
+            config_file::ENGINES,
+        )?;
         let mut ort = OrtConfig::default();
         if let Some(list) = &m.providers {
             if list.is_empty() {
-                return Err(self.invalid("model", "providers", "must name at least one provider"));
+                return Err(self.f.invalid(
+                    "model",
+                    "providers",
+                    "must name at least one provider",
+                ));
             }
             ort.providers = list
                 .iter()
-                .map(|p| match p.as_str() {
-                    "tensorrt" => Ok(ExecutionProviderKind::TensorRt),
-                    "cuda" => Ok(ExecutionProviderKind::Cuda),
-                    "cpu" => Ok(ExecutionProviderKind::Cpu),
-                    other => Err(self.invalid(
+                .map(|p| {
+                    self.f.one_of(
                         "model",
                         "providers",
-                        format!("{other:?} is not \"tensorrt\", \"cuda\" or \"cpu\""),
-                    )),
+                        p,
+                        &[
+                            ("tensorrt", ExecutionProviderKind::TensorRt),
+                            ("cuda", ExecutionProviderKind::Cuda),
+                            ("cpu", ExecutionProviderKind::Cpu),
+                        ],
+                    )
                 })
                 .collect::<Result<_, _>>()?;
         }
-        ort.tensorrt_cache_dir = m.trt_cache.as_deref().map(|p| self.path(p));
+        ort.tensorrt_cache_dir = m.trt_cache.as_deref().map(|p| self.f.path(p));
         ort.tensorrt_fp16 = m.trt_fp16.unwrap_or(false);
         if let Some(t) = m.threads {
-            ort.intra_threads = Some(self.at_least_one("model", "threads", t)?);
+            ort.intra_threads = Some(self.f.nonzero("model", "threads", t)?);
         }
         let mut encoder = EncoderConfig {
             engine,
@@ -713,63 +629,58 @@ impl Resolver<'_> {
             tract: TractConfig::default(),
             ..EncoderConfig::default()
         };
-        encoder.ort_library.explicit = m.ort_library.as_deref().map(|p| self.path(p));
+        encoder.ort_library.explicit = m.ort_library.as_deref().map(|p| self.f.path(p));
         Ok(ModelSettings {
-            path: self.path(&m.path),
+            path: self.f.path(&m.path),
             encoder,
         })
     }
 
     fn fc(&self, f: &RawFc) -> Result<LinkConfig, ConfigError> {
         let address =
-            LinkAddress::parse(&f.link).map_err(|e| self.invalid("fc", "link", e.to_string()))?;
+            LinkAddress::parse(&f.link).map_err(|e| self.f.invalid("fc", "link", e.to_string()))?;
         let mut link = LinkConfig::new(address);
-        link.publisher = match f.publisher.as_deref().unwrap_or("auto") {
-            "auto" => Publisher::Auto,
-            "gps_input" => Publisher::GpsInput,
-            "global_position_sensor" => Publisher::GlobalPositionSensor,
-            "odometry" => Publisher::Odometry,
-            other => {
-                return Err(self.invalid(
-                    "fc",
-                    "publisher",
-                    format!(
-                        "{other:?} is not \"auto\", \"gps_input\", \"global_position_sensor\" or \"odometry\""
-                    ),
-                ))
-            }
-        };
-        link.policy = match f.policy.as_deref().unwrap_or("when_denied") {
-            "when_denied" => PublishPolicy::WhenDenied,
-            "always" => PublishPolicy::Always,
-            "never" => PublishPolicy::Never,
-            other => {
-                return Err(self.invalid(
-                    "fc",
-                    "policy",
-                    format!("{other:?} is not \"when_denied\", \"always\" or \"never\""),
-                ))
-            }
-        };
+        link.publisher = self.f.one_of(
+            "fc",
+            "publisher",
+            f.publisher.as_deref().unwrap_or("auto"),
+            &[
+                ("auto", Publisher::Auto),
+                ("gps_input", Publisher::GpsInput),
+                ("global_position_sensor", Publisher::GlobalPositionSensor),
+                ("odometry", Publisher::Odometry),
+            ],
+        )?;
+        link.policy = self.f.one_of(
+            "fc",
+            "policy",
+            f.policy.as_deref().unwrap_or("when_denied"),
+            &[
+                ("when_denied", PublishPolicy::WhenDenied),
+                ("always", PublishPolicy::Always),
+                ("never", PublishPolicy::Never),
+            ],
+        )?;
         let d = GpsInputConfig::default();
         link.gps_input = GpsInputConfig {
             gps_instance: f.gps_instance.unwrap_or(d.gps_instance),
             satellites: f.satellites.unwrap_or(d.satellites),
             vert_accuracy_m: f.vert_accuracy_m.unwrap_or(d.vert_accuracy_m),
         };
-        if !(link.gps_input.vert_accuracy_m.is_finite() && link.gps_input.vert_accuracy_m > 0.0) {
-            return Err(self.invalid("fc", "vert_accuracy_m", "must be > 0"));
-        }
+        self.f.positive(
+            "fc",
+            "vert_accuracy_m",
+            f64::from(link.gps_input.vert_accuracy_m),
+        )?;
         link.global_position_sensor_id = f.sensor_id.unwrap_or(0);
         link.system_id = f.system_id;
         if let Some(c) = f.component_id {
             link.component_id = c;
         }
-        link.signing_key = f.signing_key.as_deref().map(|p| self.path(p));
-        let max_fix_age_ms = f.max_fix_age_ms.unwrap_or(500);
-        if max_fix_age_ms == 0 {
-            return Err(self.invalid("fc", "max_fix_age_ms", "must be > 0"));
-        }
+        link.signing_key = f.signing_key.as_deref().map(|p| self.f.path(p));
+        let max_fix_age_ms =
+            self.f
+                .nonzero("fc", "max_fix_age_ms", f.max_fix_age_ms.unwrap_or(500))?;
         link.max_fix_age = Some(Duration::from_millis(max_fix_age_ms));
         Ok(link)
     }
@@ -778,6 +689,7 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::EngineChoice;
 
     const MINIMAL: &str = r#"
 [camera]
@@ -878,5 +790,25 @@ link = "udpin:127.0.0.1:14550"
         let c = parse(MINIMAL).unwrap();
         let msg = c.check_paths().unwrap_err().to_string();
         assert!(msg.contains("[camera] calib"), "{msg}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_as_the_configuration() {
+        let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/no-such.toml");
+        let msg = OnboardConfig::load(&missing).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}: cannot read the configuration:",
+                missing.display()
+            )),
+            "{msg}"
+        );
+        let msg = parse(&MINIMAL.replace("[cache]", "[cache]\nprior_radius_m = 0.0"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "/etc/vimgeo/vimgeo.toml: [cache] prior_radius_m: is 0; it must be > 0"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Two steps, like the onboard configuration: [`RawScenario`] is the TOML as written (unknown keys refused),
 //! [`Scenario::from_toml_str`] checks every value once and resolves it (paths relative to the scenario file's
-//! folder). Every error names the file and the key: `sim/scenarios/x.toml: [flight] speed_mps: must be > 0`.
+//! folder), through the same [`crate::config_file`] checks. Every error names the file and the key:
+//! `sim/scenarios/x.toml: [flight] speed_mps: is 0; it must be > 0`.
 //!
 //! ```toml
 //! name = "yell-gnss-denied"          # optional; default: the file's stem
@@ -16,6 +17,7 @@
 //! [cache]
 //! footprint_m = 19.2                 # tile side on the ground
 //! stride = 0.5                       # fraction of the footprint
+//! prior_radius_m = 60.0              # optional: search only this far around the last position (default 500)
 //! # path = "mission.vgc"             # optional; default: built under the run's cache folder, keyed
 //! [camera]
 //! calib = "../../calib/sim.toml"
@@ -52,41 +54,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_file::{self, ConfigFile, ConfigFileError};
 use crate::encoder::EngineChoice;
 use crate::localize::LocalizerConfig;
 
-/// A scenario file that cannot be used. Every message names the file; value errors name the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("{}: cannot read the scenario: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, an unknown key, or a value of the wrong type (toml's message quotes the line).
-    #[error("{}: {message}", file.display())]
-    Parse {
-        /// The file.
-        file: PathBuf,
-        /// What toml says.
-        message: String,
-    },
-    /// A value is out of range or inconsistent with another.
-    #[error("{}: [{section}] {key}: {reason}", file.display())]
-    Invalid {
-        /// The file.
-        file: PathBuf,
-        /// The table, e.g. `flight` or `fault 2`.
-        section: String,
-        /// The key in it.
-        key: String,
-        /// What is wrong and what is expected.
-        reason: String,
-    },
-}
+/// A scenario file that cannot be used: the error shared by every TOML file vimgeo reads (see
+/// [`crate::config_file`]). Every message names the file; value errors name the `[section] key`.
+pub type ScenarioError = ConfigFileError;
 
 // ---- The file as written -------------------------------------------------------------------------------
 
@@ -156,6 +130,8 @@ pub struct RawCache {
     pub footprint_m: Option<f64>,
     /// Step between tiles, fraction of the footprint (default 0.5).
     pub stride: Option<f64>,
+    /// The search window around the localizer's last position, metres (default: the pipeline's, 500 m).
+    pub prior_radius_m: Option<f64>,
 }
 
 /// `[camera]`.
@@ -263,6 +239,8 @@ pub struct CachePlan {
     pub footprint_m: f64,
     /// Step between tiles, fraction of the footprint.
     pub stride: f64,
+    /// The search window around the localizer's last position, metres; `None`: the pipeline's default.
+    pub prior_radius_m: Option<f64>,
 }
 
 /// `[camera]`, resolved.
@@ -421,20 +399,12 @@ pub struct Scenario {
 impl Scenario {
     /// Reads and resolves `file`.
     pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Scenario::from_toml_str(&text, file)
+        Scenario::from_toml_str(&config_file::read(file, "scenario")?, file)
     }
 
     /// Parses and resolves `text` as if read from `file` (relative paths resolve against its folder).
     pub fn from_toml_str(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        resolve(raw, file)
+        resolve(config_file::parse(text, file)?, file)
     }
 
     /// Whether the autopilot's GNSS is healthy at `t_s` (outage and flapping included).
@@ -461,34 +431,7 @@ impl Scenario {
 }
 
 fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
-    let base = file.parent().unwrap_or(Path::new("")).to_path_buf();
-    let at = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
-    let invalid = |section: &str, key: &str, reason: String| ScenarioError::Invalid {
-        file: file.to_path_buf(),
-        section: section.to_owned(),
-        key: key.to_owned(),
-        reason,
-    };
-    let positive = |section: &str, key: &str, v: f64| {
-        if v.is_finite() && v > 0.0 {
-            Ok(v)
-        } else {
-            Err(invalid(section, key, format!("is {v}; it must be > 0")))
-        }
-    };
-    let non_negative = |section: &str, key: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(invalid(section, key, format!("is {v}; it must be >= 0")))
-        }
-    };
+    let cf = ConfigFile::new(file);
 
     let name = match raw.name {
         Some(n) => n,
@@ -498,64 +441,55 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
         ),
     };
     if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-        return Err(invalid(
+        return Err(cf.invalid(
             "",
             "name",
             format!("{name:?} is not usable as a folder name"),
         ));
     }
 
-    let engine = match raw.model.engine.as_deref().unwrap_or("auto") {
-        "auto" => EngineChoice::Auto,
-        "ort" => EngineChoice::Ort,
-        "tract" => EngineChoice::Tract,
-        other => {
-            return Err(invalid(
-                "model",
-                "engine",
-                format!("{other:?}: expected \"auto\", \"ort\" or \"tract\""),
-            ))
-        }
-    };
+    let engine = cf.one_of(
+        "model",
+        "engine",
+        raw.model.engine.as_deref().unwrap_or("auto"),
+        config_file::ENGINES,
+    )?;
     let model = ModelChoice {
-        path: at(raw
-            .model
-            .path
-            .as_deref()
-            .unwrap_or(Path::new("../../models/vimgeo-demo.onnx"))),
+        path: cf.path(
+            raw.model
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("../../models/vimgeo-demo.onnx")),
+        ),
         engine,
     };
 
     let cache = CachePlan {
-        path: raw.cache.path.as_deref().map(at),
-        footprint_m: positive(
+        path: raw.cache.path.as_deref().map(|p| cf.path(p)),
+        prior_radius_m: raw
+            .cache
+            .prior_radius_m
+            .map(|r| cf.positive("cache", "prior_radius_m", r))
+            .transpose()?,
+        footprint_m: cf.positive(
             "cache",
             "footprint_m",
             raw.cache.footprint_m.unwrap_or(19.2),
         )?,
-        stride: {
-            let s = raw.cache.stride.unwrap_or(0.5);
-            if !(s.is_finite() && s > 0.0 && s <= 1.0) {
-                return Err(invalid(
-                    "cache",
-                    "stride",
-                    format!("is {s}; it must be in (0, 1]"),
-                ));
-            }
-            s
-        },
+        stride: cf.fraction("cache", "stride", raw.cache.stride.unwrap_or(0.5))?,
     };
 
     let camera = CameraPlan {
-        calib: at(raw
-            .camera
-            .calib
-            .as_deref()
-            .unwrap_or(Path::new("../../calib/sim.toml"))),
+        calib: cf.path(
+            raw.camera
+                .calib
+                .as_deref()
+                .unwrap_or(Path::new("../../calib/sim.toml")),
+        ),
         fps: {
-            let fps = positive("camera", "fps", raw.camera.fps.unwrap_or(4.0))?;
+            let fps = cf.positive("camera", "fps", raw.camera.fps.unwrap_or(4.0))?;
             if fps > 100.0 {
-                return Err(invalid("camera", "fps", format!("is {fps}; at most 100")));
+                return Err(cf.invalid("camera", "fps", format!("is {fps}; at most 100")));
             }
             fps
         },
@@ -564,11 +498,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
 
     let f = raw.flight;
     if f.waypoints_ne_m.is_empty() {
-        return Err(invalid(
-            "flight",
-            "waypoints_ne_m",
-            "is empty: give at least one".into(),
-        ));
+        return Err(cf.invalid("flight", "waypoints_ne_m", "is empty: give at least one"));
     }
     if let Some((i, w)) = f
         .waypoints_ne_m
@@ -576,7 +506,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
         .enumerate()
         .find(|(_, w)| !w.iter().all(|v| v.is_finite()))
     {
-        return Err(invalid(
+        return Err(cf.invalid(
             "flight",
             "waypoints_ne_m",
             format!("waypoint {i} {w:?} is not finite"),
@@ -585,19 +515,15 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
     let flight = FlightPlan {
         waypoints_ne_m: f.waypoints_ne_m,
         speed_mps: {
-            let v = positive("flight", "speed_mps", f.speed_mps)?;
+            let v = cf.positive("flight", "speed_mps", f.speed_mps)?;
             if v > 40.0 {
-                return Err(invalid(
-                    "flight",
-                    "speed_mps",
-                    format!("is {v}; at most 40"),
-                ));
+                return Err(cf.invalid("flight", "speed_mps", format!("is {v}; at most 40")));
             }
             v
         },
-        height_agl_m: positive("flight", "height_agl_m", f.height_agl_m)?,
+        height_agl_m: cf.positive("flight", "height_agl_m", f.height_agl_m)?,
         loop_: f.loop_.unwrap_or(true),
-        corner_radius_m: non_negative(
+        corner_radius_m: cf.non_negative(
             "flight",
             "corner_radius_m",
             f.corner_radius_m.unwrap_or(10.0),
@@ -605,35 +531,31 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
     };
 
     let noise = PoseNoise {
-        attitude_sigma_deg: non_negative(
+        attitude_sigma_deg: cf.non_negative(
             "noise",
             "attitude_sigma_deg",
             raw.noise.attitude_sigma_deg.unwrap_or(1.0),
         )?,
-        heading_sigma_deg: non_negative(
+        heading_sigma_deg: cf.non_negative(
             "noise",
             "heading_sigma_deg",
             raw.noise.heading_sigma_deg.unwrap_or(2.0),
         )?,
         height_error_frac: {
-            let h = non_negative(
+            let h = cf.non_negative(
                 "noise",
                 "height_error_frac",
                 raw.noise.height_error_frac.unwrap_or(0.03),
             )?;
             if h >= 0.5 {
-                return Err(invalid(
-                    "noise",
-                    "height_error_frac",
-                    format!("is {h}; below 0.5"),
-                ));
+                return Err(cf.invalid("noise", "height_error_frac", format!("is {h}; below 0.5")));
             }
             h
         },
     };
 
     let run = RunPlan {
-        duration_s: positive("run", "duration_s", raw.run.duration_s.unwrap_or(95.0))?,
+        duration_s: cf.positive("run", "duration_s", raw.run.duration_s.unwrap_or(95.0))?,
         seed: raw.run.seed.unwrap_or(7),
         lossless: raw.run.lossless.unwrap_or(false),
     };
@@ -641,19 +563,15 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
     let gnss_lost = match (raw.gnss.lost_at_s, raw.gnss.restored_at_s) {
         (None, None) => None,
         (None, Some(_)) => {
-            return Err(invalid(
-                "gnss",
-                "restored_at_s",
-                "given without lost_at_s".into(),
-            ))
+            return Err(cf.invalid("gnss", "restored_at_s", "given without lost_at_s"))
         }
         (Some(lost), restored) => {
-            let lost = non_negative("gnss", "lost_at_s", lost)?;
+            let lost = cf.non_negative("gnss", "lost_at_s", lost)?;
             let restored = match restored {
                 Some(r) => {
-                    let r = non_negative("gnss", "restored_at_s", r)?;
+                    let r = cf.non_negative("gnss", "restored_at_s", r)?;
                     if r <= lost {
-                        return Err(invalid(
+                        return Err(cf.invalid(
                             "gnss",
                             "restored_at_s",
                             format!("is {r}; it must be after lost_at_s ({lost})"),
@@ -673,20 +591,10 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
     let mut faults = Vec::with_capacity(raw.fault.len());
     for (i, rf) in raw.fault.into_iter().enumerate() {
         let section = format!("fault {}", i + 1);
-        let start_s = non_negative(&section, "start_s", rf.start_s)?;
-        let duration_s = positive(&section, "duration_s", rf.duration_s)?;
-        let probability = |default: f64| {
-            let p = rf.probability.unwrap_or(default);
-            if p.is_finite() && p > 0.0 && p <= 1.0 {
-                Ok(p)
-            } else {
-                Err(invalid(
-                    &section,
-                    "probability",
-                    format!("is {p}; it must be in (0, 1]"),
-                ))
-            }
-        };
+        let start_s = cf.non_negative(&section, "start_s", rf.start_s)?;
+        let duration_s = cf.positive(&section, "duration_s", rf.duration_s)?;
+        let probability =
+            |default: f64| cf.fraction(&section, "probability", rf.probability.unwrap_or(default));
         let mut allowed: &[&str] = &[];
         let kind = match rf.kind.as_str() {
             "camera_stall" => FaultKind::CameraStall,
@@ -706,7 +614,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
             "gnss_flapping" => {
                 allowed = &["period_s"];
                 FaultKind::GnssFlapping {
-                    period_s: positive(&section, "period_s", rf.period_s.unwrap_or(1.0))?,
+                    period_s: cf.positive(&section, "period_s", rf.period_s.unwrap_or(1.0))?,
                 }
             }
             "wrong_attitude" => {
@@ -721,7 +629,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
                     .iter()
                     .find(|v| !(v.is_finite() && v.abs() <= 90.0))
                 {
-                    return Err(invalid(
+                    return Err(cf.invalid(
                         &section,
                         "roll_deg/pitch_deg/yaw_deg",
                         format!("{bad} is not an angle error in [-90, 90] degrees"),
@@ -730,7 +638,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
                 FaultKind::WrongAttitude { error_deg }
             }
             other => {
-                return Err(invalid(
+                return Err(cf.invalid(
                     &section,
                     "kind",
                     format!(
@@ -749,7 +657,7 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
             ("yaw_deg", rf.yaw_deg.is_some()),
         ] {
             if set && !allowed.contains(&key) {
-                return Err(invalid(
+                return Err(cf.invalid(
                     &section,
                     key,
                     format!("a {} fault takes no {key}", rf.kind),
@@ -767,13 +675,13 @@ fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
 
     let localize = raw.localize.unwrap_or_default();
     if let Err(e) = localize.validate() {
-        return Err(invalid("localize", "", e.to_string()));
+        return Err(cf.invalid("localize", "", e.to_string()));
     }
 
     Ok(Scenario {
         file: file.to_path_buf(),
         name,
-        ortho: at(&raw.map.ortho),
+        ortho: cf.path(&raw.map.ortho),
         crs: raw.map.crs,
         model,
         cache,
@@ -883,6 +791,35 @@ pitch_deg = -20
         let e = parse(&format!("{MINIMAL}[run]\ncolour = 3\n")).unwrap_err();
         assert!(
             e.to_string().contains("test.toml") && e.to_string().contains("colour"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_bundled_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let file = entry.unwrap().path();
+            if file.extension().is_some_and(|e| e == "toml") {
+                let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+                assert!(s.ortho.starts_with(&dir), "{}", s.ortho.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no scenario in {}", dir.display());
+        let s = Scenario::load(&dir.join("yell-gnss-denied.toml")).unwrap();
+        assert_eq!(s.cache.prior_radius_m, Some(40.0));
+        let e = parse(&MINIMAL.replace("[flight]", "[cache]\nprior_radius_m = -5.0\n[flight]"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/x/sim/scenarios/test.toml: [cache] prior_radius_m: is -5; it must be > 0"
+        );
+        let missing = dir.join("no-such-scenario.toml");
+        let e = Scenario::load(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read the scenario:", missing.display())),
             "{e}"
         );
     }
