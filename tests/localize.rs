@@ -561,8 +561,10 @@ fn no_fix_before_initialisation_and_a_first_wrong_match_is_not_trusted() {
     let estimator = EstimatorConfig::default();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut outcomes = Vec::new();
+    // A frame every 2 s: a cold start needs its consistent measurements to come from clearly different views
+    // (farther apart than their quantisation radii, about 29 m here), so frames 1-3 must span 40 m.
     for k in 0..4 {
-        let t_s = k as f64 * FRAME_S;
+        let t_s = 2.0 * k as f64;
         let vehicle = path.at(t_s);
         // The very first frame is a look-alike area 1 km away.
         let centre = if k == 0 {
@@ -616,4 +618,180 @@ fn no_fix_before_initialisation_and_a_first_wrong_match_is_not_trusted() {
         UpdateOutcome::NotInitialised { consistent: 2, .. }
     ));
     assert_eq!(outcomes[3], UpdateOutcome::Initialised { measurements: 3 });
+}
+
+/// A far-away look-alike area that wins for 2-3 s at a time (the same wrong tiles, frame after frame, so the
+/// wrong matches agree with each other), 30 % of the time; the other frames see the right tiles.
+fn consistent_wrong_frames(
+    seed: u64,
+    path: &Path,
+    duration_s: f64,
+) -> Vec<(Frame, Option<[f64; 2]>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let retrieval = Retrieval {
+        slope: 0.1,
+        noise: 0.015,
+    };
+    let frames = (duration_s / FRAME_S) as usize;
+    let mut out = Vec::with_capacity(frames);
+    // Episodes: `right_s` of right matches, then `wrong_s` (2-3 s) of one wrong place; wrong 30 % overall.
+    let mut episode_end_s = 0.0;
+    let mut wrong_from_s = 0.0;
+    let mut wrong_place = [0.0, 0.0];
+    for k in 0..frames {
+        let t_s = k as f64 * FRAME_S;
+        let offset = camera_offset(t_s);
+        let vehicle = path.at(t_s);
+        let view = [vehicle[0] + offset[0], vehicle[1] + offset[1]];
+        if t_s >= episode_end_s {
+            let wrong_s = rng.random_range(2.0..3.0);
+            let right_s = wrong_s * 7.0 / 3.0;
+            wrong_from_s = t_s + right_s;
+            episode_end_s = wrong_from_s + wrong_s;
+            wrong_place = far_point(&mut rng, view);
+        }
+        let wrong = t_s >= wrong_from_s;
+        let mut candidates = if wrong {
+            tiles_around(&mut rng, wrong_place, 0.95, retrieval)
+        } else {
+            tiles_around(&mut rng, view, 0.85, retrieval)
+        };
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        candidates.truncate(10);
+        out.push((
+            Frame {
+                t_s,
+                candidates,
+                offset,
+                injected: if wrong {
+                    Injected::LookAlike
+                } else {
+                    Injected::None
+                },
+            },
+            wrong.then_some(wrong_place),
+        ));
+    }
+    out
+}
+
+/// What a run with consistent wrong matches published.
+#[derive(Debug, Default)]
+struct WrongRun {
+    /// Frames after the anchored phase, and fixes published for them.
+    visual_frames: usize,
+    visual_published: usize,
+    published: usize,
+    /// Fixes whose error exceeds their accuracy, and three times their accuracy.
+    outside: usize,
+    outside_3x: usize,
+    /// Fixes within 200 m of a wrong place (every wrong place is at least 400 m from the truth).
+    near_wrong_place: usize,
+    max_error_m: f64,
+    gated: usize,
+}
+
+/// Drives the [`Localizer`] through the frames, anchoring it on the (noisy) truth for the first `anchored_s`.
+fn run_with_wrong_matches(
+    frames: &[(Frame, Option<[f64; 2]>)],
+    path: &Path,
+    anchored_s: f64,
+) -> WrongRun {
+    let mut stage = Geo::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut r = WrongRun::default();
+    let mut wrong_places: Vec<[f64; 2]> = Vec::new();
+    for (f, wrong) in frames {
+        let t_us = us(f.t_s);
+        if let Some(p) = wrong {
+            if wrong_places.last() != Some(p) {
+                wrong_places.push(*p);
+            }
+        }
+        if f.t_s < anchored_s {
+            // A healthy GNSS: 1.5 m sigma per axis, 95 % radius 3.7 m, reported as 5 m.
+            let truth = path.at(f.t_s);
+            let gnss = [
+                truth[0] + 1.5 * gauss(&mut rng),
+                truth[1] + 1.5 * gauss(&mut rng),
+            ];
+            let g = stage.geodetic(gnss);
+            let o = stage.localizer.anchor(t_us, g.lat_deg, g.lon_deg, 5.0);
+            assert!(o.is_used(), "{o:?}");
+        } else {
+            r.visual_frames += 1;
+        }
+        if stage.process(t_us, f) == Step::Gated {
+            r.gated += 1;
+        }
+        let publish_s = f.t_s + LATENCY_S;
+        let Ok(fix) = stage.fix(us(publish_s)) else {
+            continue;
+        };
+        r.published += 1;
+        if f.t_s >= anchored_s {
+            r.visual_published += 1;
+        }
+        let truth = path.at(publish_s);
+        let err = (fix.ne_m[0] - truth[0]).hypot(fix.ne_m[1] - truth[1]);
+        r.max_error_m = r.max_error_m.max(err);
+        r.outside += usize::from(err > fix.accuracy95_m);
+        r.outside_3x += usize::from(err > 3.0 * fix.accuracy95_m);
+        r.near_wrong_place += usize::from(
+            wrong_places
+                .iter()
+                .any(|p| (fix.ne_m[0] - p[0]).hypot(fix.ne_m[1] - p[1]) < 200.0),
+        );
+    }
+    r
+}
+
+#[test]
+fn an_anchored_start_then_visual_only_publishes_no_wrong_fix_despite_consistent_wrong_matches() {
+    let path = Path::new(81.0);
+    for seed in [21u64, 22, 23] {
+        let frames = consistent_wrong_frames(seed, &path, 80.0);
+        let wrong = frames.iter().filter(|f| f.1.is_some()).count();
+        let share = wrong as f64 / frames.len() as f64;
+        assert!((0.2..0.4).contains(&share), "wrong share {share}");
+        let r = run_with_wrong_matches(&frames, &path, 20.0);
+        eprintln!("anchored 20 s, seed {seed}: {r:?}");
+        assert!(r.published > 0);
+        assert!(
+            (r.outside as f64) <= 0.05 * r.published as f64,
+            "{} of {} fixes outside their accuracy",
+            r.outside,
+            r.published
+        );
+        assert_eq!(r.outside_3x, 0, "max error {} m", r.max_error_m);
+        assert_eq!(r.near_wrong_place, 0);
+        // The wrong matches were gated by the anchored state and the vehicle kept a fix most of the time
+        // (coasting through the 2-3 s wrong episodes).
+        assert!(r.gated >= wrong / 2, "gated {} of {wrong} wrong", r.gated);
+        assert!(
+            r.visual_published as f64 >= 0.8 * r.visual_frames as f64,
+            "{} fixes for {} visual-only frames",
+            r.visual_published,
+            r.visual_frames
+        );
+    }
+}
+
+#[test]
+fn a_cold_start_with_consistent_wrong_matches_does_not_publish_the_wrong_place() {
+    let path = Path::new(81.0);
+    for seed in [21u64, 22, 23, 24] {
+        let frames = consistent_wrong_frames(seed, &path, 80.0);
+        let r = run_with_wrong_matches(&frames, &path, 0.0);
+        eprintln!("cold start, seed {seed}: {r:?}");
+        assert_eq!(r.near_wrong_place, 0, "max error {} m", r.max_error_m);
+        assert!(
+            (r.outside as f64) <= 0.05 * r.published as f64,
+            "{} of {} fixes outside their accuracy",
+            r.outside,
+            r.published
+        );
+        // It did start, from the right matches.
+        assert!(r.published > 100, "only {} fixes", r.published);
+    }
 }

@@ -2,7 +2,8 @@
 //! summary agrees with them; a camera faster than the pipeline drops frames instead of queueing them; a
 //! lossless run (a fast replay) processes every frame; stop() joins promptly; a cache of another model and a
 //! bad config are refused with messages naming what is wrong; a stalled camera reaches the autopilot as
-//! STATUSTEXT; the systemd watchdog gets its datagrams.
+//! STATUSTEXT; the systemd watchdog gets its datagrams; a healthy GNSS anchors the localizer, and a recording
+//! keeps the anchors used so its replay reproduces the fixes (a malformed anchors file is refused at start).
 
 mod common;
 
@@ -20,8 +21,9 @@ use vimgeo::encoder::{open_encoder, Encoder, EncoderConfig, EngineChoice};
 use vimgeo::fc::{FcLink, LinkAddress, LinkConfig, MavMessage, PublishPolicy};
 use vimgeo::matching::{write_cache, CacheMeta, EmbeddingDtype, Tile, TileCache};
 use vimgeo::pipeline::{
-    FrameOutcome, FrameReport, HealthConfig, OnboardConfig, Pipeline, PipelineConfig,
-    PipelineError, PipelineHandle, PipelineParts, RunSummary, CALIBRATION_SIDECAR, FIX_LOG_HEADER,
+    anchors_csv, FrameOutcome, FrameReport, HealthConfig, OnboardConfig, Pipeline, PipelineConfig,
+    PipelineError, PipelineHandle, PipelineParts, RecordedAnchors, RunSummary, ANCHORS_SIDECAR,
+    CALIBRATION_SIDECAR, FIX_LOG_HEADER,
 };
 use vimgeo::rectify::{CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
 use vimgeo::sim::autopilot::{FakeAutopilot, Scenario};
@@ -969,4 +971,238 @@ fix_log = "fixes.csv"
     );
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(json["frames_captured"].as_u64().unwrap() < 20, "{stdout}");
+}
+
+/// A hovering camera over the orthophoto's centre (a tile centre of the cache), `count` frames every 50 ms.
+fn hovering_camera(count: u64) -> SyntheticCamera {
+    let mut camera = SyntheticCamera::new(Some(count), Some(Duration::from_millis(50)));
+    camera.images = vec![crop(&ortho(), 0.0, 0.0, CAMERA_PX)];
+    camera
+}
+
+/// Metres between a fix and the orthophoto's centre (equirectangular: the distances are metres).
+fn metres_from_centre(lat: f64, lon: f64) -> f64 {
+    let (lat0, lon0) = lat_lon(0.0, 0.0);
+    let n = (lat - lat0) * 111_320.0;
+    let e = (lon - lon0) * 111_320.0 * LAT0.to_radians().cos();
+    n.hypot(e)
+}
+
+/// A fake autopilot hovering over the orthophoto's centre whose GNSS is lost `gnss_lost_at` after it
+/// starts, and a link to it; returns once the link sees its GNSS healthy and its position.
+fn hovering_autopilot(gnss_lost_at: Duration) -> (Arc<FcLink>, FakeAutopilot) {
+    let link_config = LinkConfig::new(LinkAddress::parse("udpin:127.0.0.1:0").unwrap());
+    assert_eq!(link_config.policy, PublishPolicy::WhenDenied);
+    let link = Arc::new(FcLink::spawn(link_config).unwrap());
+    let (lat, lon) = lat_lon(0.0, 0.0);
+    let scenario = Scenario {
+        start_lat_lon_deg: [lat, lon],
+        vel_ne_mps: [0.0, 0.0],
+        height_agl_m: HEIGHT_M as f32,
+        gnss_lost_at: Some(gnss_lost_at),
+        ..Scenario::default()
+    };
+    let autopilot = FakeAutopilot::spawn(scenario, link.local_addr().unwrap()).unwrap();
+    let start = Instant::now();
+    while link.snapshot().gnss.verdict != vimgeo::fc::GnssVerdict::Healthy
+        || link.snapshot().vehicle.global_position.is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no healthy GNSS from the fake autopilot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (link, autopilot)
+}
+
+#[test]
+fn a_healthy_gnss_anchors_the_localizer_so_fixes_are_there_at_once_when_it_is_lost() {
+    let world = world();
+    // Without a flight controller a hovering camera never starts the filter: a cold start needs
+    // consistent matches from clearly different views, and one view repeated is not evidence.
+    let (_, reports) = run_to_end(
+        spawn(&world, test_config(), Box::new(hovering_camera(30)), None),
+        Duration::from_secs(60),
+    );
+    assert!(processed_seqs(&reports).len() >= 10);
+    assert!(
+        reports.iter().all(|r| r.fix_at_exposure.is_none()),
+        "a cold start from one repeated view"
+    );
+
+    // With the autopilot hovering there, GNSS healthy for 3 s and then lost.
+    let (link, _autopilot) = hovering_autopilot(Duration::from_secs(3));
+    let handle = spawn(
+        &world,
+        test_config(),
+        Box::new(hovering_camera(200)),
+        Some(Arc::clone(&link)),
+    );
+    let (summary, reports) = run_to_end(handle, Duration::from_secs(60));
+    eprintln!("{summary}");
+    assert_ne!(
+        link.snapshot().gnss.verdict,
+        vimgeo::fc::GnssVerdict::Healthy,
+        "GNSS was lost during the run"
+    );
+    // Anchored: the very first frame already has a fix (a cold start needs three frames at least).
+    let first = reports
+        .iter()
+        .filter(|r| !matches!(r.outcome, FrameOutcome::Dropped { .. }))
+        .min_by_key(|r| r.seq)
+        .expect("frames were processed");
+    let fix = first.fix_at_exposure.expect("the first frame has a fix");
+    assert!(metres_from_centre(fix.lat_deg, fix.lon_deg) <= f64::from(fix.horiz_accuracy_m));
+    // Fixes are published once GNSS is denied, from the first frame after the loss on, and keep coming
+    // for longer than the filter could coast: the visual matches pass the gate of the anchored state.
+    let published: Vec<_> = reports
+        .iter()
+        .filter_map(|r| r.published.as_ref().map(|p| (r.exposure_unix_us, p.fix)))
+        .collect();
+    assert!(summary.published > 0, "{summary}");
+    let first_published = published.iter().map(|p| p.0).min().unwrap();
+    let last_published = published.iter().map(|p| p.0).max().unwrap();
+    assert!(
+        last_published - first_published >= 4_000_000,
+        "fixes for {} µs after GNSS was lost",
+        last_published - first_published
+    );
+    // No warm-up: every frame processed before the first published fix already had one.
+    let unpublished_before = reports
+        .iter()
+        .filter(|r| !matches!(r.outcome, FrameOutcome::Dropped { .. }))
+        .filter(|r| r.exposure_unix_us < first_published && r.fix_at_exposure.is_none())
+        .count();
+    assert!(
+        unpublished_before == 0,
+        "{unpublished_before} frames without a fix before the first published one"
+    );
+    for (_, fix) in &published {
+        let err = metres_from_centre(fix.lat_deg, fix.lon_deg);
+        assert!(
+            err <= f64::from(fix.horiz_accuracy_m),
+            "error {err} m, accuracy {} m",
+            fix.horiz_accuracy_m
+        );
+    }
+}
+
+/// Each processed frame's seq and fix at exposure time, by seq.
+fn fixes_at_exposure(reports: &[FrameReport]) -> Vec<(u64, Option<vimgeo::fix::Fix>)> {
+    let mut v: Vec<_> = reports
+        .iter()
+        .filter(|r| !matches!(r.outcome, FrameOutcome::Dropped { .. }))
+        .map(|r| (r.seq, r.fix_at_exposure))
+        .collect();
+    v.sort_by_key(|(seq, _)| *seq);
+    v
+}
+
+#[test]
+fn a_recorded_anchored_run_keeps_its_anchors_and_replays_with_them_to_the_same_fixes() {
+    let world = world();
+    // Live: hovering, anchored on the autopilot's GNSS until it is lost 1.5 s in; recorded, lossless.
+    let (link, _autopilot) = hovering_autopilot(Duration::from_millis(1500));
+    let recorded = world.dir.path().join("recorded");
+    let config = PipelineConfig {
+        lossless: true,
+        record: Some(recorded.clone()),
+        ..test_config()
+    };
+    let handle = spawn(&world, config, Box::new(hovering_camera(60)), Some(link));
+    let (summary, live) = run_to_end(handle, Duration::from_secs(120));
+    assert_eq!(summary.dropped, 0, "{summary}");
+    let processed = processed_seqs(&live);
+    assert_eq!(processed.len(), 60);
+
+    // The anchors used are in the recording: one per frame while GNSS was healthy, at the frame's
+    // exposure time, where the autopilot hovers; none after it was lost.
+    let path = recorded.join(ANCHORS_SIDECAR);
+    let text = std::fs::read_to_string(&path).expect("the recording holds anchors.csv");
+    let anchors = RecordedAnchors::open_if_present(&path).unwrap().unwrap();
+    assert!(!anchors.is_empty(), "no anchor recorded");
+    assert!(
+        anchors.len() < processed.len(),
+        "GNSS was lost during the run, yet every frame has an anchor"
+    );
+    for a in anchors.iter() {
+        let frame = live
+            .iter()
+            .find(|r| r.seq == a.seq)
+            .expect("an anchor of a processed frame");
+        assert_eq!(a.exposure_unix_us, frame.exposure_unix_us);
+        assert!(metres_from_centre(a.lat_deg, a.lon_deg) <= a.accuracy95_m);
+    }
+    // Written with full precision: what was read writes back to the same text.
+    let read_back: Vec<_> = anchors.iter().copied().collect();
+    assert_eq!(anchors_csv(&read_back), text);
+
+    // Replayed with its anchors (no link): the same fixes at exposure time, frame by frame; the first
+    // frame is anchored, so it has a fix at once.
+    let replay = |replay_anchors: Option<PathBuf>| {
+        let config = PipelineConfig {
+            lossless: true,
+            replay_anchors,
+            ..test_config()
+        };
+        let handle = spawn(&world, config, fast_replay(&recorded), None);
+        run_to_end(handle, Duration::from_secs(120)).1
+    };
+    let replayed = replay(Some(path.clone()));
+    let (a, b) = (fixes_at_exposure(&live), fixes_at_exposure(&replayed));
+    assert_eq!(a.len(), b.len(), "the replay processed other frames");
+    for (live, replay) in a.iter().zip(&b) {
+        assert_eq!(live, replay, "frame {}: the replay differs", live.0);
+    }
+    assert!(b[0].1.is_some(), "the replay's first frame is anchored");
+    // Without them it would start cold: one repeated view never starts the filter.
+    let cold = replay(None);
+    assert!(
+        cold.iter().all(|r| r.fix_at_exposure.is_none()),
+        "a cold replay of a hover has no fix"
+    );
+}
+
+#[test]
+fn a_malformed_anchors_file_is_refused_at_start_naming_file_line_and_column() {
+    let world = world();
+    let flight = world.dir.path().join("flight");
+    record_flight(&flight, 3);
+    let path = flight.join(ANCHORS_SIDECAR);
+    std::fs::write(
+        &path,
+        "seq,exposure_unix_us,lat_deg,lon_deg,accuracy95_m\n\
+         0,1764086400000000,45.0,7.0,5.0\n\
+         1,1764086400050000,north,7.0,5.0\n",
+    )
+    .unwrap();
+    let result = Pipeline::spawn(
+        PipelineConfig {
+            lossless: true,
+            replay_anchors: Some(path.clone()),
+            ..test_config()
+        },
+        PipelineParts {
+            camera: fast_replay(&flight),
+            calibration: calibration(),
+            encoder: encoder(),
+            cache: Arc::clone(&world.cache),
+            link: None,
+        },
+    );
+    let Err(err) = result else {
+        panic!("a malformed anchors.csv was accepted");
+    };
+    assert!(matches!(err, PipelineError::Anchors(_)), "{err}");
+    let message = err.to_string();
+    for part in [
+        path.display().to_string().as_str(),
+        "line 3",
+        "column 3",
+        "lat_deg",
+        "north",
+    ] {
+        assert!(message.contains(part), "{message:?} does not name {part:?}");
+    }
 }

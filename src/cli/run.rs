@@ -18,7 +18,9 @@ use mavlink::dialects::ardupilotmega::MavSeverity;
 use vimgeo::camera::CameraSource;
 use vimgeo::encoder::{open_encoder, OrtLibrarySearch};
 use vimgeo::fc::FcLink;
-use vimgeo::pipeline::{open_cache, CameraChoice, OnboardConfig, Pipeline, PipelineParts};
+use vimgeo::pipeline::{
+    open_cache, CameraChoice, OnboardConfig, Pipeline, PipelineParts, ANCHORS_SIDECAR,
+};
 use vimgeo::rectify::CameraCalibration;
 
 #[derive(Debug, Args)]
@@ -92,6 +94,10 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     let camera = open_camera(&config)?;
+    if let CameraChoice::Replay { folder, .. } = &config.camera.source {
+        // A recording's frames are anchored as its live run anchored them, never on the link's GNSS now.
+        config.pipeline.replay_anchors = Some(folder.join(ANCHORS_SIDECAR));
+    }
 
     let handle = Pipeline::spawn(
         config.pipeline.clone(),

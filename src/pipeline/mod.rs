@@ -24,7 +24,10 @@
 //! written, on its own thread, with the pose it was rectified with (the autopilot's when the frame had none)
 //! and the camera calibration ([`CALIBRATION_SIDECAR`]), so the folder replays as the live run went: exactly
 //! in a lossless run; a real-time run also records the few frames dropped before the encoder, and drops
-//! (logs) frames the disk cannot keep up with rather than slow the rectify stage.
+//! (logs) frames the disk cannot keep up with rather than slow the rectify stage. The GNSS anchors the
+//! localizer used go into the folder too, at shutdown ([`ANCHORS_SIDECAR`]); a replay given that file
+//! ([`PipelineConfig::replay_anchors`]) anchors each frame on its recorded anchor and never on the link's
+//! GNSS, so it reproduces the live run's fixes.
 //!
 //! Poses: a frame's own pose when it has one (replay, simulation), else the autopilot's latest ATTITUDE and
 //! height above ground (DISTANCE_SENSOR, else the altitude above home) when not older than
@@ -39,6 +42,7 @@
 //! otherwise [`Pipeline::spawn`] refuses with [`PipelineError::CacheMismatch`] (and tells the autopilot by
 //! STATUSTEXT when the link is up).
 
+mod anchors;
 mod config;
 mod health;
 mod report;
@@ -54,6 +58,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+pub use self::anchors::{
+    anchors_csv, write_anchors, AnchorsError, RecordedAnchor, RecordedAnchors, ANCHORS_HEADER,
+    ANCHORS_SIDECAR,
+};
 pub use self::config::{
     CacheSettings, CameraChoice, CameraSettings, ConfigError, HealthConfig, ModelSettings,
     OnboardConfig, PipelineConfig, RawConfig,
@@ -126,6 +134,10 @@ pub enum PipelineError {
         /// Why.
         reason: String,
     },
+    /// The replay's recorded anchors ([`PipelineConfig::replay_anchors`]) could not be read or are
+    /// malformed (the message names the file, line and column).
+    #[error(transparent)]
+    Anchors(AnchorsError),
     /// A thread could not be started.
     #[error("cannot start pipeline thread {thread}: {source}")]
     Spawn {

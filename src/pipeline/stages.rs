@@ -3,6 +3,7 @@
 //! dropping its output, so shutdown ripples downstream. Preparation (targets, the prior window's radius, the
 //! camera model) happens once before the loop; the per-frame work stays short.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use crossbeam_channel::{
 };
 use image::RgbImage;
 
+use super::anchors::{write_anchors, RecordedAnchor, RecordedAnchors, ANCHORS_SIDECAR};
 use super::report::{
     fc_error_text, FrameOutcome, FrameReport, PublishedFix, RefuseReason, ReportSink, Stage,
     StageLatencies,
@@ -22,7 +24,7 @@ use crate::camera::{
     mono_now_us, unix_now_us, CameraError, CameraSource, Frame, FramePose, ReplayRecorder,
 };
 use crate::encoder::Encoder;
-use crate::fc::FcLink;
+use crate::fc::{FcLink, GnssVerdict};
 use crate::fix::Fix;
 use crate::localize::{LocalizeOutcome, Localizer, UpdateOutcome};
 use crate::matching::{PriorWindow, TileCache};
@@ -289,6 +291,18 @@ pub(crate) fn spawn_stages(
         cache,
         link,
     } = parts;
+    // Before anything is created: a malformed file refuses the start.
+    let replay_anchors = match config.replay_anchors.as_deref() {
+        Some(path) => {
+            let anchors = RecordedAnchors::open_if_present(path).map_err(PipelineError::Anchors)?;
+            match &anchors {
+                Some(a) => log::info!("replay anchored by {} ({} frames)", path.display(), a.len()),
+                None => log::info!("{}: none, the replay starts unanchored", path.display()),
+            }
+            anchors
+        }
+        None => None,
+    };
     let recorder = config
         .record
         .as_deref()
@@ -435,10 +449,11 @@ pub(crate) fn spawn_stages(
     }
     {
         let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
-        let mut stage = LocalizeStage::new(config, cache);
+        let mut stage = LocalizeStage::new(config, cache, replay_anchors);
+        let link = link.clone();
         handles.push(spawn_thread(3, &progress.clone(), move || {
             while let Some(e) = recv_beating(&encoded_rx, &progress, 3) {
-                match stage.process(e) {
+                match stage.process(e, link.as_deref()) {
                     Ok(l) => {
                         if let Err(back) = localized_tx.send(l) {
                             let l = back.0;
@@ -451,6 +466,7 @@ pub(crate) fn spawn_stages(
                     Err(report) => sink.record(*report),
                 }
             }
+            stage.finish();
         })?);
     }
     {
@@ -683,16 +699,97 @@ fn autopilot_pose(link: &FcLink, max_age: Duration) -> Result<Pose, RefuseReason
     ))
 }
 
+/// A GNSS position older than this is not an anchor.
+const ANCHOR_MAX_POSITION_AGE: Duration = Duration::from_secs(1);
+/// 95 % horizontal radius per unit of HDOP (a user range error of about 2 m one-sigma), metres.
+const ANCHOR_M_PER_HDOP: f64 = 5.0;
+/// The least (and, without an HDOP, the) 95 % radius claimed for an anchor, metres: conservative.
+const ANCHOR_MIN_ACCURACY_M: f64 = 5.0;
+/// Velocity error allowed when the position is moved to the exposure time, m/s (95 %).
+const ANCHOR_VELOCITY_ERROR_MPS: f64 = 1.0;
+
+/// The autopilot's position at the frame's exposure time (WGS84 degrees, 95 % radius in metres), when its
+/// GNSS is healthy and the position fresh: the localizer's anchor.
+///
+/// Only under a `Healthy` verdict: when GNSS is denied (or degraded) the autopilot's GLOBAL_POSITION_INT
+/// may be fused from our own fixes (GPS_INPUT / the aux global position), and anchoring on it would make
+/// the localizer confirm itself. The verdict is computed from GPS_RAW_INT (the vehicle's own receiver),
+/// never from GPS2_RAW (our fix echoed back). The accuracy is the receiver's HDOP times
+/// [`ANCHOR_M_PER_HDOP`], at least [`ANCHOR_MIN_ACCURACY_M`], plus what moving the position to the
+/// exposure time (along GLOBAL_POSITION_INT's velocity) can get wrong.
+fn gnss_anchor(link: &FcLink, exposure_unix_us: u64) -> Option<(f64, f64, f64)> {
+    let snapshot = link.snapshot();
+    if snapshot.gnss.verdict != GnssVerdict::Healthy {
+        return None;
+    }
+    let now = Instant::now();
+    let position = snapshot.vehicle.global_position?;
+    let age = position.age(now);
+    if age >= ANCHOR_MAX_POSITION_AGE {
+        return None;
+    }
+    let p = position.value;
+    let sampled_unix_us = unix_now_us().saturating_sub(age.as_micros() as u64);
+    let dt_s = (exposure_unix_us as i128 - sampled_unix_us as i128) as f64 * 1e-6;
+    // A frame not taken now (a replayed recording) has nothing to do with the vehicle's position now.
+    if dt_s.abs() > ANCHOR_MAX_POSITION_AGE.as_secs_f64() {
+        return None;
+    }
+    let hdop = snapshot
+        .vehicle
+        .gps1
+        .and_then(|g| g.value.hdop)
+        .filter(|h| h.is_finite() && *h > 0.0);
+    let accuracy_m = hdop.map_or(ANCHOR_MIN_ACCURACY_M, |h| {
+        (f64::from(h) * ANCHOR_M_PER_HDOP).max(ANCHOR_MIN_ACCURACY_M)
+    }) + ANCHOR_VELOCITY_ERROR_MPS * dt_s.abs();
+    // Move the position along the velocity to the exposure time (metres → degrees, spherical: the move is
+    // at most a few tens of metres).
+    let [vn, ve, _] = p.vel_ned_mps;
+    let (vn, ve) = (f64::from(vn), f64::from(ve));
+    let (vn, ve) = if vn.is_finite() && ve.is_finite() {
+        (vn, ve)
+    } else {
+        (0.0, 0.0)
+    };
+    const R: f64 = 6_371_000.0;
+    let lat = p.lat_deg + (vn * dt_s / R).to_degrees();
+    let lon = p.lon_deg + (ve * dt_s / (R * p.lat_deg.to_radians().cos().max(1e-6))).to_degrees();
+    Some((lat, lon, accuracy_m))
+}
+
+/// Where the localize stage's anchors come from.
+enum AnchorSource {
+    /// The link's GNSS, while healthy ([`gnss_anchor`]).
+    Link,
+    /// A replay's recorded anchors: the frame's own, never the link's (the vehicle's position now has
+    /// nothing to do with a recorded frame).
+    Recorded(RecordedAnchors),
+}
+
+/// The anchors the localizer used, for the recording's [`ANCHORS_SIDECAR`].
+struct UsedAnchors {
+    path: PathBuf,
+    anchors: Vec<RecordedAnchor>,
+}
+
 struct LocalizeStage {
     cache: Arc<TileCache>,
     localizer: Localizer,
     top_k: usize,
     prior_radius_m: f64,
     stride: f64,
+    anchors: AnchorSource,
+    /// Only when recording.
+    used_anchors: Option<UsedAnchors>,
 }
 
 impl LocalizeStage {
-    fn new(config: &PipelineConfig, cache: Arc<TileCache>) -> Self {
+    fn new(
+        config: &PipelineConfig,
+        cache: Arc<TileCache>,
+        replay_anchors: Option<RecordedAnchors>,
+    ) -> Self {
         let stride = cache.meta().stride;
         LocalizeStage {
             localizer: Localizer::new(config.localize.clone()),
@@ -700,16 +797,81 @@ impl LocalizeStage {
             top_k: config.top_k,
             prior_radius_m: config.prior_radius_m,
             stride,
+            anchors: replay_anchors.map_or(AnchorSource::Link, AnchorSource::Recorded),
+            used_anchors: config.record.as_ref().map(|dir| UsedAnchors {
+                path: dir.join(ANCHORS_SIDECAR),
+                anchors: Vec::new(),
+            }),
         }
     }
 
-    fn process(&mut self, e: Encoded) -> Result<Localized, Box<FrameReport>> {
+    /// The anchor for this frame (WGS84 degrees, 95 % radius in metres), if any.
+    fn anchor_for(&self, meta: &FrameMeta, link: Option<&FcLink>) -> Option<(f64, f64, f64)> {
+        match &self.anchors {
+            AnchorSource::Link => link.and_then(|l| gnss_anchor(l, meta.exposure_unix_us)),
+            AnchorSource::Recorded(recorded) => {
+                let anchor = recorded.for_frame(meta.seq, meta.exposure_unix_us);
+                if anchor.is_none() && recorded.get(meta.seq).is_some() {
+                    log::warn!(
+                        "frame {}: its recorded anchor was taken at another time: not used",
+                        meta.seq
+                    );
+                }
+                anchor.map(|a| (a.lat_deg, a.lon_deg, a.accuracy95_m))
+            }
+        }
+    }
+
+    /// At shutdown: writes the anchors used into the recording (every one, none included, so a replay of
+    /// it knows).
+    fn finish(&mut self) {
+        if let Some(used) = self.used_anchors.take() {
+            match write_anchors(&used.path, &used.anchors) {
+                Ok(()) => log::info!(
+                    "recorded {} anchors in {}",
+                    used.anchors.len(),
+                    used.path.display()
+                ),
+                Err(e) => log::error!("{e}"),
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        e: Encoded,
+        link: Option<&FcLink>,
+    ) -> Result<Localized, Box<FrameReport>> {
         let Encoded {
             mut meta,
             embedding,
             centre_offset_ne_m,
         } = e;
         let t = Instant::now();
+        // While the autopilot's GNSS is healthy, its position anchors the filter (before this frame's
+        // matches, so they are gated against it, and so the prior window is centred on it).
+        // A replay's are the live run's, recorded.
+        if let Some((lat, lon, accuracy_m)) = self.anchor_for(&meta, link) {
+            let outcome = self
+                .localizer
+                .anchor(meta.exposure_unix_us, lat, lon, accuracy_m);
+            if let Some(used) = self.used_anchors.as_mut().filter(|_| outcome.is_used()) {
+                used.anchors.push(RecordedAnchor {
+                    seq: meta.seq,
+                    exposure_unix_us: meta.exposure_unix_us,
+                    lat_deg: lat,
+                    lon_deg: lon,
+                    accuracy95_m: accuracy_m,
+                });
+            }
+            if !outcome.is_used() {
+                log::debug!(
+                    "frame {}: GNSS anchor not used: {}",
+                    meta.seq,
+                    outcome.kind()
+                );
+            }
+        }
         // The prior: around the last fix, widened by its accuracy; without one, the whole cache.
         let window = self
             .localizer

@@ -968,12 +968,17 @@ mod live {
         record: Option<PathBuf>,
         fix_log: Option<PathBuf>,
     ) -> PipelineConfig {
+        let defaults = PipelineConfig::default();
         PipelineConfig {
             localize: scenario.localize.clone(),
             lossless,
             record,
             fix_log,
-            ..PipelineConfig::default()
+            prior_radius_m: scenario
+                .cache
+                .prior_radius_m
+                .unwrap_or(defaults.prior_radius_m),
+            ..defaults
         }
     }
 
@@ -1242,7 +1247,9 @@ mod live {
 
     /// Replays a folder recorded by [`run`] (with [`RunOptions::record`]) through the same pipeline, as fast
     /// as it goes and without dropping a frame, with no flight-controller link (the frames carry their
-    /// poses). Returns the pipeline's reports: their fixes at exposure time equal the live run's.
+    /// poses, and the GNSS anchors the live run used are in the folder's
+    /// [`crate::pipeline::ANCHORS_SIDECAR`]). Returns the pipeline's reports: their fixes at exposure time
+    /// equal the live run's.
     pub fn replay(
         scenario: &Scenario,
         folder: &Path,
@@ -1278,8 +1285,13 @@ mod live {
             },
         )
         .map_err(|e| SimError::step(format!("replay {}", folder.display()), e))?;
+        // The anchors the live run used (recorded beside the frames), so the replay anchors alike.
+        let config = PipelineConfig {
+            replay_anchors: Some(folder.join(crate::pipeline::ANCHORS_SIDECAR)),
+            ..pipeline_config(scenario, true, None, None)
+        };
         let handle = Pipeline::spawn(
-            pipeline_config(scenario, true, None, None),
+            config,
             PipelineParts {
                 camera: Box::new(camera),
                 calibration,
