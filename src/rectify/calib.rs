@@ -1045,36 +1045,42 @@ impl CameraCalibration {
     }
 }
 
+/// The simulation camera of `calib/sim.toml`, as a value: the one fixture every unit test of the geometry uses.
+#[cfg(test)]
+pub(crate) fn sim_calibration() -> CameraCalibration {
+    CameraCalibration {
+        name: "sim".into(),
+        example: false,
+        image: ImageSize {
+            width: 640,
+            height: 480,
+        },
+        intrinsics: Intrinsics {
+            fx: 457.0,
+            fy: 457.0,
+            cx: 319.5,
+            cy: 239.5,
+        },
+        distortion: Distortion::RadialTangential {
+            k1: -0.05,
+            k2: 0.01,
+            p1: 0.0,
+            p2: 0.0,
+            k3: 0.0,
+        },
+        mount: Mount {
+            rotation_deg: [0.0; 3],
+            lever_arm_m: [0.05, 0.0, 0.1],
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sim() -> CameraCalibration {
-        CameraCalibration {
-            name: "sim".into(),
-            example: false,
-            image: ImageSize {
-                width: 640,
-                height: 480,
-            },
-            intrinsics: Intrinsics {
-                fx: 457.0,
-                fy: 457.0,
-                cx: 319.5,
-                cy: 239.5,
-            },
-            distortion: Distortion::RadialTangential {
-                k1: -0.05,
-                k2: 0.01,
-                p1: 0.0,
-                p2: 0.0,
-                k3: 0.0,
-            },
-            mount: Mount {
-                rotation_deg: [0.0; 3],
-                lever_arm_m: [0.05, 0.0, 0.1],
-            },
-        }
+        sim_calibration()
     }
 
     fn field_of(e: CalibError) -> String {

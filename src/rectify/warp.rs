@@ -375,34 +375,10 @@ pub(crate) fn bilinear(image: &RgbImage, x: f64, y: f64) -> [f32; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rectify::calib::{CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
+    use crate::rectify::calib::{CameraCalibration, Distortion};
 
     fn sim_calib() -> CameraCalibration {
-        CameraCalibration {
-            name: "sim".into(),
-            example: false,
-            image: ImageSize {
-                width: 640,
-                height: 480,
-            },
-            intrinsics: Intrinsics {
-                fx: 457.0,
-                fy: 457.0,
-                cx: 319.5,
-                cy: 239.5,
-            },
-            distortion: Distortion::RadialTangential {
-                k1: -0.05,
-                k2: 0.01,
-                p1: 0.0,
-                p2: 0.0,
-                k3: 0.0,
-            },
-            mount: Mount {
-                rotation_deg: [0.0; 3],
-                lever_arm_m: [0.05, 0.0, 0.1],
-            },
-        }
+        crate::rectify::calib::sim_calibration()
     }
 
     /// A frame whose colour encodes the ground point each pixel sees: red = east, green = north (metres

@@ -453,7 +453,6 @@ impl MapGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rectify::{CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
 
     /// A map whose pixel colours encode their column and row.
     fn coded_map(width: u32, height: u32, transform: [f64; 6], zone: UtmZone) -> OrthoMap {
@@ -468,31 +467,7 @@ mod tests {
     }
 
     fn camera() -> CameraModel {
-        CameraModel::new(&CameraCalibration {
-            name: "sim".into(),
-            example: false,
-            image: ImageSize {
-                width: 640,
-                height: 480,
-            },
-            intrinsics: Intrinsics {
-                fx: 457.0,
-                fy: 457.0,
-                cx: 319.5,
-                cy: 239.5,
-            },
-            distortion: Distortion::RadialTangential {
-                k1: -0.05,
-                k2: 0.01,
-                p1: 0.0,
-                p2: 0.0,
-                k3: 0.0,
-            },
-            mount: Mount {
-                rotation_deg: [0.0; 3],
-                lever_arm_m: [0.05, 0.0, 0.1],
-            },
-        })
+        CameraModel::new(&crate::rectify::calib::sim_calibration())
     }
 
     #[test]
