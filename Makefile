@@ -21,6 +21,10 @@ APT_PACKAGES := libgdal-dev pkg-config libclang-dev
 # The PyPI onnxruntime wheel ships the shared library that the `ort` crate loads at run time.
 ORT_DYLIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*))
 PYTHONPATH_MODELS := $(CURDIR)/models
+# No incremental-compilation caches: they only pay off when one edits and rebuilds, and on a fresh CI machine
+# they were ~0.4 GB more of the debug target that filled its disk (set CARGO_INCREMENTAL=1 to keep them).
+CARGO_INCREMENTAL ?= 0
+export CARGO_INCREMENTAL
 
 .PHONY: aarch64 sim bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
 
@@ -42,7 +46,7 @@ $(VENV)/.complete:
 	rm -rf "$(VENV).partial"
 	mkdir -p "$(dir $(VENV))"
 	python3 -m venv "$(VENV).partial"
-	"$(VENV).partial/bin/python" -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
+	"$(VENV).partial/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r $(REQUIREMENTS)
 	touch "$(VENV).partial/.complete"
 	rm -rf "$(VENV)"
 	mv "$(VENV).partial" "$(VENV)"
@@ -119,7 +123,7 @@ BENCH_VENV ?= $(HOME)/.cache/vimgeo/bench-venv-$(shell sha256sum $(BENCH_REQ) | 
 $(BENCH_VENV)/.complete:
 	rm -rf "$(BENCH_VENV).partial"
 	python3 -m venv "$(BENCH_VENV).partial"
-	"$(BENCH_VENV).partial/bin/python" -m pip install --quiet --disable-pip-version-check -r $(BENCH_REQ)
+	"$(BENCH_VENV).partial/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r $(BENCH_REQ)
 	touch "$(BENCH_VENV).partial/.complete"
 	rm -rf "$(BENCH_VENV)"
 	mv "$(BENCH_VENV).partial" "$(BENCH_VENV)"
