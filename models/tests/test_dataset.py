@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vimgeo.dataset import GalleryFolder, TrainPairs, UniqueIdBatchSampler
+from vimgeo.dataset import GalleryFolder, NeighbourBatchSampler, TrainPairs, UniqueIdBatchSampler
 from vimgeo.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomRot90, build_transforms, mixup_batch
 
 EVAL_TF, _ = build_transforms(32, train=False)
@@ -180,6 +180,59 @@ def test_sampler_rejects_batches_larger_than_the_number_of_ids():
         UniqueIdBatchSampler(LABELS, batch_size=5, world_size=2)
     with pytest.raises(ValueError, match="rank"):
         UniqueIdBatchSampler(LABELS, batch_size=2, rank=2, world_size=2)
+
+
+# --- NeighbourBatchSampler --------------------------------------------------------------------------------
+
+# 24 tiles, 3 views each, on two "orthophotos" far apart: tiles 0-11 on a line at x = 10 m * i, tiles 12-23
+# on a line 1000 km away; tile 5's position is unknown.
+GEO_LABELS = list(np.random.default_rng(1).permutation(np.repeat(np.arange(24), 3)))
+GEO_POS = np.array([[10.0 * (i % 12) + (1e6 if i >= 12 else 0.0), 0.0] for i in range(24)])
+GEO_POS[5] = np.nan
+
+
+def test_neighbour_batches_are_unique_cover_every_item_and_group_neighbours():
+    sampler = NeighbourBatchSampler(GEO_LABELS, GEO_POS, batch_size=8, group=4, seed=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == len(GEO_LABELS) // 8 and all(len(b) == 8 for b in batches)
+    visited = [i for b in batches for i in b]
+    assert sorted(visited) == list(range(len(GEO_LABELS)))  # 72 items, 9 full batches, nothing left
+    for b in batches:
+        labels = [GEO_LABELS[i] for i in b]
+        assert len(set(labels)) == len(labels)
+    # groups of neighbours: in the first batch of an epoch every tile has another batch tile within 30 m
+    # (its group), and no group mixes the two orthophotos, so each side holds whole groups (4 or 8 tiles)
+    first = [GEO_LABELS[i] for i in batches[0]]
+    for lab in first:
+        if lab != 5:
+            others = [o for o in first if o not in (lab, 5)]
+            assert min(abs(GEO_POS[o, 0] - GEO_POS[lab, 0]) for o in others) <= 30.0
+    assert sum(lab >= 12 for lab in first) % 4 == 0
+
+
+def test_neighbour_batches_hold_more_near_pairs_than_random_batches():
+    def near_pairs(batches):
+        count = 0
+        for b in batches:
+            labels = [GEO_LABELS[i] for i in b]
+            count += sum(abs(GEO_POS[p, 0] - GEO_POS[q, 0]) <= 20.0 for p in labels for q in labels if p < q)
+        return count
+
+    geo = list(NeighbourBatchSampler(GEO_LABELS, GEO_POS, batch_size=8, group=4, seed=3))
+    plain = list(UniqueIdBatchSampler(GEO_LABELS, batch_size=8, seed=3))
+    assert near_pairs(geo) > 1.5 * near_pairs(plain)  # 74 vs 43 at these seeds
+
+
+def test_neighbour_sampler_is_deterministic_and_checks_its_arguments():
+    a = NeighbourBatchSampler(GEO_LABELS, GEO_POS, 8, 4, seed=5)
+    assert list(a) == list(NeighbourBatchSampler(GEO_LABELS, GEO_POS, 8, 4, seed=5))
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+    with pytest.raises(ValueError, match="positions"):
+        NeighbourBatchSampler(GEO_LABELS, GEO_POS[:10], 8, 4)
+    with pytest.raises(ValueError, match="group"):
+        NeighbourBatchSampler(GEO_LABELS, GEO_POS, 8, 0)
 
 
 # --- transforms and MixUp -----------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) on pairs; 0 disables (ablation uses 0.2)
     flip_prob: float = 0.5  # joint horizontal flip of a drone/satellite pair
     num_workers: int = 4  # DataLoader workers per process
+    # spatial hard negatives (a `vimgeo sim pairs` folder only): batches made of groups of this many
+    # neighbouring tiles (vimgeo.dataset.NeighbourBatchSampler); 1 = plain unique-id batches
+    neighbour_group: int = 1
     # --- loss
     losses: dict[str, float] = field(default_factory=lambda: {"infonce": 1.0, "dice": 1.0, "kl": 1.0})
     label_smoothing: float = 0.1  # InfoNCE label smoothing (paper: 0.1)
@@ -103,7 +106,7 @@ class TrainConfig:
             raise bad("proj_dim", f"must be positive or absent, got {self.proj_dim}")
         if self.batch_size < 2:
             raise bad("batch_size", "must be at least 2 (contrastive loss needs negatives)")
-        for fld in ("epochs", "log_every", "checkpoint_every", "eval_batch_size"):
+        for fld in ("epochs", "log_every", "checkpoint_every", "eval_batch_size", "neighbour_group"):
             if getattr(self, fld) <= 0:
                 raise bad(fld, f"must be positive, got {getattr(self, fld)}")
         if not 0 <= self.flip_prob <= 1:

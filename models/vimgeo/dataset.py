@@ -13,6 +13,8 @@ Layout (the folder names are the official ones; each ``<id>`` is a zero-padded b
 - ``TrainPairs``: one item per drone image, with its building's satellite tile (Sample4Geo's pairing).
 - ``UniqueIdBatchSampler``: batches in which no building id repeats (every off-diagonal pair is a true
   negative for the contrastive loss), covering every drone image once per epoch where possible, DDP-aware.
+- ``NeighbourBatchSampler``: the same, with each batch built from groups of neighbouring tiles (hard
+  negatives), for pair folders whose tiles have positions.
 - ``GalleryFolder``: a query or gallery folder for evaluation, labels = integer building ids.
 - ``make_synthetic_university1652``: writes a tiny learnable dataset in exactly that layout.
 """
@@ -198,6 +200,72 @@ class UniqueIdBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._plan())
+
+
+class NeighbourBatchSampler(UniqueIdBatchSampler):
+    """Unique-id batches made of spatial neighbourhoods: hard negatives for the contrastive loss (GPS
+    sampling, as Sample4Geo does on VIGOR).
+
+    With random batches nearly every negative tile is far away and easy; what a tile cache actually has
+    to tell apart are the neighbouring tiles, which overlap the right one by half. So each global batch is
+    built from groups of ``group`` labels: a seed label (most items left first, random tie-break, as the
+    parent) plus the ``group - 1`` labels nearest to it (``positions``, metres, one row per label; labels
+    with a non-finite position, or on another orthophoto, are made far by the caller) that still have items
+    and are not in the batch yet. Labels stay unique within a batch and every item is still visited once
+    per epoch where possible. Deterministic in ``(seed, epoch)``.
+    """
+
+    def __init__(self, labels: Sequence[int], positions: np.ndarray, batch_size: int, group: int, **kw):
+        super().__init__(labels, batch_size, **kw)
+        positions = np.asarray(positions, dtype=np.float64)
+        n_labels = int(self.labels.max()) + 1 if len(self.labels) else 0
+        if positions.ndim != 2 or positions.shape[0] != n_labels:
+            raise ValueError(f"positions must be [{n_labels} labels, dims], got shape {positions.shape}")
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
+        self.positions, self.group = positions, group
+        diff = positions[:, None, :] - positions[None, :, :]
+        dist = np.sqrt((diff * diff).sum(axis=-1))
+        dist[~np.isfinite(dist)] = np.inf  # an unknown position is far from everything
+        np.fill_diagonal(dist, -1.0)  # ... but a label is always its own nearest
+        self._near = np.argsort(dist, axis=1, kind="stable")  # per label: labels by distance, itself first
+
+    def _global_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        n_labels = len(self._near)
+        queues: list[list[int]] = [[] for _ in range(n_labels)]
+        for lab in range(n_labels):
+            idx = np.flatnonzero(self.labels == lab)
+            queues[lab] = list(rng.permutation(idx) if self.shuffle else idx)
+        remaining = np.array([len(q) for q in queues], dtype=np.int64)
+        heads = np.zeros(n_labels, dtype=np.int64)
+        size = self.batch_size * self.world_size
+        batches = []
+        while True:
+            alive = np.flatnonzero(remaining > 0)
+            if len(alive) < (size if self.drop_last else self.world_size):
+                break
+            want = min(size, len(alive))
+            taken = np.zeros(n_labels, dtype=bool)
+            chosen: list[int] = []
+            while len(chosen) < want:
+                free = alive[~taken[alive]]
+                tie = rng.random(len(free)) if self.shuffle else -np.arange(len(free)) / (len(free) + 1)
+                seed_label = int(free[np.lexsort((-tie, -remaining[free]))[0]])
+                added = 0
+                for lab in self._near[seed_label]:  # the seed itself first (distance 0)
+                    if added == self.group or len(chosen) == want:
+                        break
+                    if remaining[lab] > 0 and not taken[lab]:
+                        taken[lab] = True
+                        chosen.append(int(lab))
+                        added += 1
+            order = rng.permutation(len(chosen)) if self.shuffle else np.arange(len(chosen))
+            batch_labels = np.array(chosen)[order]
+            batches.append([int(queues[c][heads[c]]) for c in batch_labels])
+            heads[batch_labels] += 1
+            remaining[batch_labels] -= 1
+        return batches
 
 
 class GalleryFolder(Dataset):

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vimgeo.config import TrainConfig, load_config, save_config
-from vimgeo.dataset import TrainPairs, UniqueIdBatchSampler
+from vimgeo.dataset import NeighbourBatchSampler, TrainPairs, UniqueIdBatchSampler
 from vimgeo.losses import VimGeoLoss
 from vimgeo.model import VimConfig, VimGeo, get_config
 from vimgeo.transforms import build_transforms, mixup_batch
@@ -111,6 +111,25 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def tile_positions_ecef(pairs_root: Path, ids: list[str]) -> np.ndarray:
+    """``[len(ids), 3]`` Earth-centred positions (metres, WGS84) of the training tiles ``ids`` from the pair
+    folder's ``samples.csv``: straight-line distances between them are ground distances at tile scale, and
+    tiles of different orthophotos come out far apart. An id without a row raises, naming it."""
+    from vimgeo.geo_eval import WGS84_A, WGS84_F, read_samples
+
+    centres = {s.id: (s.tile_lat, s.tile_lon) for s in read_samples(pairs_root) if s.split == "train"}
+    missing = [i for i in ids if i not in centres]
+    if missing:
+        names = ", ".join(missing[:5])
+        raise ValueError(f"{pairs_root / 'samples.csv'}: no train rows for tile id(s) {names}")
+    lat, lon = (np.radians(np.array([centres[i][k] for i in ids])) for k in (0, 1))
+    e2 = WGS84_F * (2 - WGS84_F)
+    n = WGS84_A / np.sqrt(1 - e2 * np.sin(lat) ** 2)
+    return np.stack(
+        (n * np.cos(lat) * np.cos(lon), n * np.cos(lat) * np.sin(lon), n * (1 - e2) * np.sin(lat)), axis=1
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -268,10 +287,19 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
     if pairs_layout:  # both views north-up: a rotated tile would no longer match its drone view
         sat_tf = drone_tf
     dataset = TrainPairs(data_root, drone_tf, sat_tf, flip_prob=cfg.flip_prob, seed=cfg.seed)
-    sampler = UniqueIdBatchSampler(
-        dataset.labels, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-        rank=d.rank, world_size=d.world_size,
-    )  # fmt: skip
+    sampler_args = dict(shuffle=True, seed=cfg.seed, drop_last=True, rank=d.rank, world_size=d.world_size)
+    if cfg.neighbour_group > 1:
+        if not pairs_layout:
+            raise ValueError(
+                f"config field 'neighbour_group' ({cfg.neighbour_group}) needs tile positions: "
+                f"{data_root} is not a `vimgeo sim pairs` folder (no val/ split, no samples.csv)"
+            )
+        positions = tile_positions_ecef(data_root, dataset.ids)
+        sampler = NeighbourBatchSampler(
+            dataset.labels, positions, cfg.batch_size, cfg.neighbour_group, **sampler_args
+        )
+    else:
+        sampler = UniqueIdBatchSampler(dataset.labels, cfg.batch_size, **sampler_args)
     steps_per_epoch = len(sampler)
     log.steps_per_epoch = steps_per_epoch
     if steps_per_epoch == 0:
