@@ -5,7 +5,7 @@
 #
 # 1. training/validation pairs from the shared orthophotos (`vimgeo sim pairs`, spatial split, see
 #    the pair-folder format in models/README.md), into target/demo-model/pairs;
-# 2. training: `python -m vimgeo.train --config demo` (CPU, chunked scan; about 33 min on 2 idle cores);
+# 2. training: `python -m vimgeo.train --config demo` (CPU, chunked scan; 48 min on 2 idle cores, measured);
 # 3. evaluation on the validation regions of three methods: the trained model, an untrained model of the same
 #    architecture (seed 0) and the NCC baseline (`python -m vimgeo.geo_eval`), plus a markdown table;
 # 4. ONNX export with the custom SelectiveScan op to models/vimgeo-demo.onnx and its manifest, whose
@@ -38,7 +38,7 @@ ORTHOS=(
   ../shared/data/imagery/yell_forest_10cm.png:EPSG:32612
   ../shared/data/imagery/osbs_forest_10cm_utm17n.tif@train
 )
-PAIR_FLAGS=(--size 128 --tile-src-px 192 --views 8 --val-fraction 0.25 --seed 7 --calib calib/sim.toml)
+PAIR_FLAGS=(--size 128 --tile-src-px 192 --views 16 --val-fraction 0.25 --seed 7 --calib calib/sim.toml)
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 pyrun() { (cd "$ROOT/models" && PYTHONPATH=. "$PY" "$@"); }
