@@ -159,11 +159,23 @@ class UniqueIdBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _queue_labels(self) -> Sequence[int]:
+        """The labels that get a queue, in queue order: batches are lists of queue indices."""
+        return np.unique(self.labels)
+
+    def _choose(
+        self, alive: np.ndarray, remaining: np.ndarray, want: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """The ``want`` queues (of those ``alive``) that give one item each to the next global batch."""
+        # most items left first; ties broken at random (shuffle) or by label order
+        tie = rng.random(len(alive)) if self.shuffle else -np.arange(len(alive)) / (len(alive) + 1)
+        order = np.lexsort((-tie, -remaining[alive]))
+        return alive[order[:want]]
+
     def _global_batches(self) -> list[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch))
-        uniq = np.unique(self.labels)
         queues = []  # per label: its item indices, in visiting order
-        for lab in uniq:
+        for lab in self._queue_labels():
             idx = np.flatnonzero(self.labels == lab)
             queues.append(list(rng.permutation(idx) if self.shuffle else idx))
         remaining = np.array([len(q) for q in queues], dtype=np.int64)
@@ -174,10 +186,7 @@ class UniqueIdBatchSampler(Sampler[list[int]]):
             alive = np.flatnonzero(remaining > 0)
             if len(alive) < (size if self.drop_last else self.world_size):
                 break
-            # most items left first; ties broken at random (shuffle) or by label order
-            tie = rng.random(len(alive)) if self.shuffle else -np.arange(len(alive)) / (len(alive) + 1)
-            order = np.lexsort((-tie, -remaining[alive]))
-            chosen = alive[order[: min(size, len(alive))]]
+            chosen = self._choose(alive, remaining, min(size, len(alive)), rng)
             if self.shuffle:
                 chosen = rng.permutation(chosen)
             batches.append([int(queues[c][heads[c]]) for c in chosen])
@@ -230,42 +239,27 @@ class NeighbourBatchSampler(UniqueIdBatchSampler):
         np.fill_diagonal(dist, -1.0)  # ... but a label is always its own nearest
         self._near = np.argsort(dist, axis=1, kind="stable")  # per label: labels by distance, itself first
 
-    def _global_batches(self) -> list[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        n_labels = len(self._near)
-        queues: list[list[int]] = [[] for _ in range(n_labels)]
-        for lab in range(n_labels):
-            idx = np.flatnonzero(self.labels == lab)
-            queues[lab] = list(rng.permutation(idx) if self.shuffle else idx)
-        remaining = np.array([len(q) for q in queues], dtype=np.int64)
-        heads = np.zeros(n_labels, dtype=np.int64)
-        size = self.batch_size * self.world_size
-        batches = []
-        while True:
-            alive = np.flatnonzero(remaining > 0)
-            if len(alive) < (size if self.drop_last else self.world_size):
-                break
-            want = min(size, len(alive))
-            taken = np.zeros(n_labels, dtype=bool)
-            chosen: list[int] = []
-            while len(chosen) < want:
-                free = alive[~taken[alive]]
-                tie = rng.random(len(free)) if self.shuffle else -np.arange(len(free)) / (len(free) + 1)
-                seed_label = int(free[np.lexsort((-tie, -remaining[free]))[0]])
-                added = 0
-                for lab in self._near[seed_label]:  # the seed itself first (distance 0)
-                    if added == self.group or len(chosen) == want:
-                        break
-                    if remaining[lab] > 0 and not taken[lab]:
-                        taken[lab] = True
-                        chosen.append(int(lab))
-                        added += 1
-            order = rng.permutation(len(chosen)) if self.shuffle else np.arange(len(chosen))
-            batch_labels = np.array(chosen)[order]
-            batches.append([int(queues[c][heads[c]]) for c in batch_labels])
-            heads[batch_labels] += 1
-            remaining[batch_labels] -= 1
-        return batches
+    def _queue_labels(self) -> Sequence[int]:
+        return range(len(self._near))  # queue index == label, as ``_near`` is indexed
+
+    def _choose(
+        self, alive: np.ndarray, remaining: np.ndarray, want: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        taken = np.zeros(len(remaining), dtype=bool)
+        chosen: list[int] = []
+        while len(chosen) < want:
+            free = alive[~taken[alive]]
+            tie = rng.random(len(free)) if self.shuffle else -np.arange(len(free)) / (len(free) + 1)
+            seed_label = int(free[np.lexsort((-tie, -remaining[free]))[0]])
+            added = 0
+            for lab in self._near[seed_label]:  # the seed itself first (distance 0)
+                if added == self.group or len(chosen) == want:
+                    break
+                if remaining[lab] > 0 and not taken[lab]:
+                    taken[lab] = True
+                    chosen.append(int(lab))
+                    added += 1
+        return np.array(chosen, dtype=np.int64)
 
 
 class GalleryFolder(Dataset):
