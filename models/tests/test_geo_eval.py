@@ -27,6 +27,7 @@ from vimgeo.config import load_config
 from vimgeo.geo_eval import (
     SAMPLES_COLUMNS,
     SamplesError,
+    ecef_m,
     geodesic_distance_m,
     load_split,
     read_samples,
@@ -129,6 +130,20 @@ def test_geodesic_distance_matches_wgs84_reference_values():
     assert geodesic_distance_m(44.5, -110.5, 44.5, -110.5) == 0.0
     d = geodesic_distance_m([44.5, 44.6], [-110.5, -110.4], [44.6, 44.5], [-110.4, -110.5])
     assert d[0] == pytest.approx(d[1]) and 13_000 < d[0] < 14_000
+
+
+def test_ecef_chords_are_ground_distances_at_tile_scale():
+    # On the equator and prime meridian the point is (a, 0, 0); at the pole (0, 0, b).
+    assert ecef_m(0.0, 0.0) == pytest.approx([6_378_137.0, 0.0, 0.0])
+    assert ecef_m(90.0, 0.0) == pytest.approx([0.0, 0.0, 6_356_752.314], abs=1e-3)
+    # Tiles 20-200 m apart: the chord equals the geodesic to well under a millimetre.
+    lat = [44.9553, 44.9555, 44.9553, 44.9571]
+    lon = [-110.644, -110.644, -110.6437, -110.6421]
+    p = ecef_m(lat, lon)
+    assert p.shape == (4, 3)
+    for i in range(1, 4):
+        chord = float(np.linalg.norm(p[i] - p[0]))
+        assert chord == pytest.approx(float(geodesic_distance_m(lat[0], lon[0], lat[i], lon[i])), abs=1e-3)
 
 
 def test_identity_similarity_gives_recall_one_and_error_to_the_true_tile_centre(pairs):

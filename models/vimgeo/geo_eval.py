@@ -180,6 +180,18 @@ def load_split(root: str | Path, split: str = "val") -> SplitSet:
 # ----------------------------------------------------------------------------- distances
 
 
+def ecef_m(lat_deg, lon_deg) -> np.ndarray:
+    """``[..., 3]`` Earth-centred, Earth-fixed positions in metres of points on the WGS84 ellipsoid (height
+    0), element-wise over arrays of degrees: straight-line distances between them are ground distances at
+    tile scale, and points on different orthophotos come out far apart."""
+    lat, lon = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lat_deg, lon_deg))
+    e2 = WGS84_F * (2 - WGS84_F)
+    n = WGS84_A / np.sqrt(1 - e2 * np.sin(lat) ** 2)
+    return np.stack(
+        (n * np.cos(lat) * np.cos(lon), n * np.cos(lat) * np.sin(lon), n * (1 - e2) * np.sin(lat)), axis=-1
+    )
+
+
 def geodesic_distance_m(lat1, lon1, lat2, lon2) -> np.ndarray:
     """Distance in metres on the WGS84 ellipsoid (Vincenty's inverse formula), element-wise over arrays of
     degrees. Agrees with Karney's algorithm to well under a millimetre at the distances here; the few

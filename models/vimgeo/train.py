@@ -115,21 +115,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def tile_positions_ecef(pairs_root: Path, ids: list[str]) -> np.ndarray:
     """``[len(ids), 3]`` Earth-centred positions (metres, WGS84) of the training tiles ``ids`` from the pair
-    folder's ``samples.csv``: straight-line distances between them are ground distances at tile scale, and
-    tiles of different orthophotos come out far apart. An id without a row raises, naming it."""
-    from vimgeo.geo_eval import WGS84_A, WGS84_F, read_samples
+    folder's ``samples.csv`` (``geo_eval.ecef_m``). An id without a row raises, naming it."""
+    from vimgeo.geo_eval import ecef_m, read_samples
 
     centres = {s.id: (s.tile_lat, s.tile_lon) for s in read_samples(pairs_root) if s.split == "train"}
     missing = [i for i in ids if i not in centres]
     if missing:
         names = ", ".join(missing[:5])
         raise ValueError(f"{pairs_root / 'samples.csv'}: no train rows for tile id(s) {names}")
-    lat, lon = (np.radians(np.array([centres[i][k] for i in ids])) for k in (0, 1))
-    e2 = WGS84_F * (2 - WGS84_F)
-    n = WGS84_A / np.sqrt(1 - e2 * np.sin(lat) ** 2)
-    return np.stack(
-        (n * np.cos(lat) * np.cos(lon), n * np.cos(lat) * np.sin(lon), n * (1 - e2) * np.sin(lat)), axis=1
-    )
+    return ecef_m([centres[i][0] for i in ids], [centres[i][1] for i in ids])
 
 
 def seed_everything(seed: int) -> None:
