@@ -166,10 +166,9 @@ corner_radius_m = 12.0
 # look consistent and start the filter.
 max_speed_mps = 10.0
 # The settings the bundled scenario ships for the demo model (sim/scenarios/yell-gnss-denied.toml): no
-# visual-only start, no fixes after a gap past the coast limit, matches used only with a clear margin and
-# an evenly weighted cluster.
+# visual-only start, matches used only with a clear margin and an evenly weighted cluster (and the default
+# reinit_gap_s: no fixes after a gap past the coast limit).
 visual_start = false
-reinit_gap_s = 3.0
 [localize.estimator]
 min_margin = 0.08
 full_margin = 0.2
