@@ -107,6 +107,95 @@ impl MonoClock {
     }
 }
 
+/// Why a frame's pixels cannot be a view of the ground ([`check_content`]).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum ContentError {
+    /// (Nearly) one grey level: a covered lens, a dead sensor, a black or white frame.
+    #[error(
+        "blank frame: grey-level standard deviation {std_dev:.2} (at least {min:.1} expected)"
+    )]
+    Blank {
+        /// The standard deviation found, grey levels.
+        std_dev: f64,
+        /// The minimum.
+        min: f64,
+    },
+    /// Neighbouring pixels unrelated, as in random bytes: a corrupted buffer, not an image.
+    #[error(
+        "noise frame: neighbouring pixels correlate {correlation:.2} (at least {min:.2} expected)"
+    )]
+    Noise {
+        /// The correlation of horizontally adjacent grey values found.
+        correlation: f64,
+        /// The minimum.
+        min: f64,
+    },
+}
+
+impl ContentError {
+    /// A short stable name for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Blank { .. } => "blank_frame",
+            Self::Noise { .. } => "noise_frame",
+        }
+    }
+}
+
+/// Below this grey-level standard deviation a frame is blank.
+pub const MIN_GREY_STD_DEV: f64 = 1.0;
+/// Below this correlation of horizontally adjacent grey values a frame is noise. Camera images of the
+/// ground correlate far above it (neighbouring pixels see neighbouring ground, and optics blur); random
+/// bytes correlate about 0.
+pub const MIN_NEIGHBOUR_CORRELATION: f64 = 0.3;
+
+/// Checks that `image` can be a picture of anything: not blank, not noise. Every 4th row is looked at
+/// (grey = mean of R, G, B).
+pub fn check_content(image: &RgbImage) -> Result<(), ContentError> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let raw = image.as_raw();
+    let grey = |x: usize, y: usize| {
+        let i = 3 * (y * w + x);
+        (f64::from(raw[i]) + f64::from(raw[i + 1]) + f64::from(raw[i + 2])) / 3.0
+    };
+    let (mut n, mut sum, mut sum2, mut cross) = (0.0, 0.0, 0.0, 0.0);
+    let mut pairs = 0.0;
+    for y in (0..h).step_by(4) {
+        let mut previous = None;
+        for x in 0..w {
+            let g = grey(x, y);
+            n += 1.0;
+            sum += g;
+            sum2 += g * g;
+            if let Some(p) = previous {
+                cross += p * g;
+                pairs += 1.0;
+            }
+            previous = Some(g);
+        }
+    }
+    if n < 2.0 || pairs < 1.0 {
+        return Ok(());
+    }
+    let mean = sum / n;
+    let var = (sum2 / n - mean * mean).max(0.0);
+    let std_dev = var.sqrt();
+    if std_dev < MIN_GREY_STD_DEV {
+        return Err(ContentError::Blank {
+            std_dev,
+            min: MIN_GREY_STD_DEV,
+        });
+    }
+    let correlation = (cross / pairs - mean * mean) / var;
+    if correlation < MIN_NEIGHBOUR_CORRELATION {
+        return Err(ContentError::Noise {
+            correlation,
+            min: MIN_NEIGHBOUR_CORRELATION,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +218,27 @@ mod tests {
         let wall = unix_now_us();
         assert!(unix.abs_diff(wall) < 1_000_000, "{unix} vs {wall}");
         assert_eq!(clock, MonoClock::global(), "sampled once");
+    }
+
+    #[test]
+    fn blank_and_noise_frames_are_told_from_pictures() {
+        use rand::{Rng, SeedableRng};
+        let blank = RgbImage::from_pixel(64, 48, image::Rgb([40, 40, 40]));
+        assert_eq!(check_content(&blank).unwrap_err().kind(), "blank_frame");
+        let mut bytes = vec![0u8; 64 * 48 * 3];
+        rand_chacha::ChaCha8Rng::seed_from_u64(1).fill_bytes(&mut bytes);
+        let noise = RgbImage::from_raw(64, 48, bytes).unwrap();
+        let e = check_content(&noise).unwrap_err();
+        assert_eq!(e.kind(), "noise_frame");
+        assert!(e.to_string().contains("correlate"), "{e}");
+        // A smooth picture (gradients and a blob) with mild pixel noise passes.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let picture = RgbImage::from_fn(64, 48, |x, y| {
+            let base = 60.0 + 2.0 * x as f64 + 40.0 * ((y as f64) / 7.0).sin();
+            let g = (base + f64::from(rng.next_u32() % 9) - 4.0).clamp(0.0, 255.0) as u8;
+            image::Rgb([g, g, g])
+        });
+        assert_eq!(check_content(&picture), Ok(()));
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub mod v4l2;
 use std::time::Duration;
 
 pub use error::CameraError;
-pub use frame::{mono_now_us, unix_now_us, Frame, FramePose, MonoClock};
+pub use frame::{
+    check_content, mono_now_us, unix_now_us, ContentError, Frame, FramePose, MonoClock,
+};
 pub use replay::{ReplayOptions, ReplayPace, ReplayRecorder, ReplaySource};
 pub use v4l2::{yuyv_to_rgb, PixelFormat, V4l2Config, V4l2Source};
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::summary::{publish_outcome_kind, SummaryBuilder};
+use crate::camera::ContentError;
 use crate::fc::{FcError, PublishOutcome};
 use crate::fix::Fix;
 use crate::rectify::RectifyError;
@@ -95,6 +96,8 @@ pub enum RefuseReason {
     },
     /// The rectifier refused the pose (tilt, horizon, coverage, height, frame size).
     Rectify(RectifyError),
+    /// The pixels cannot be a view of the ground (blank, noise).
+    Content(ContentError),
 }
 
 impl RefuseReason {
@@ -111,6 +114,7 @@ impl RefuseReason {
                 RectifyError::Horizon { .. } => "horizon",
                 RectifyError::Coverage { .. } => "coverage",
             },
+            RefuseReason::Content(e) => e.kind(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl std::fmt::Display for RefuseReason {
                 write!(f, "the autopilot's attitude or height is {age_ms} ms old")
             }
             RefuseReason::Rectify(e) => write!(f, "{e}"),
+            RefuseReason::Content(e) => write!(f, "{e}"),
         }
     }
 }

@@ -641,14 +641,17 @@ impl RectifyStage {
                 None => Err(RefuseReason::NoPose),
             },
         };
-        let result = pose.and_then(|pose| {
-            let target = RectifyTarget {
-                size_px: self.size_px,
-                ground_size_m: self.ground_size(pose.height_agl_m),
-            };
-            rectify(&frame.image, &self.camera, &pose, &target, &self.limits)
-                .map_err(RefuseReason::Rectify)
-        });
+        let result = crate::camera::check_content(&frame.image)
+            .map_err(RefuseReason::Content)
+            .and(pose)
+            .and_then(|pose| {
+                let target = RectifyTarget {
+                    size_px: self.size_px,
+                    ground_size_m: self.ground_size(pose.height_agl_m),
+                };
+                rectify(&frame.image, &self.camera, &pose, &target, &self.limits)
+                    .map_err(RefuseReason::Rectify)
+            });
         meta.latency.set(Stage::Rectify, t.elapsed());
         match result {
             Ok(r) => Some(Rectified {
