@@ -1,8 +1,9 @@
 //! The closed-loop simulation end to end: the simulated camera over the shared Yellowstone orthophoto, the
 //! real pipeline, the fake autopilot over UDP loopback.
 //!
-//! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end): accuracy and honesty of the fixes the
-//!   autopilot received;
+//! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end) with the particle filter: accuracy,
+//!   availability and honesty of the fixes the autopilot received; a 40 s one with the Kalman path's safe
+//!   settings (the bundled scenario's): honesty;
 //! - one short scenario per injected fault (camera stall, dropped frames, corrupt frames, link drop, GNSS
 //!   flapping, wrong attitude): no panic, no wrong or stale fix received, the fault reported;
 //! - replay: a recorded live run, anchored on the autopilot's GNSS until it is lost, replays to the same
@@ -165,9 +166,9 @@ corner_radius_m = 12.0
 # The vehicle flies 5 m/s: a 40 m/s bound (the default) lets two wrong matches 40 m apart a second apart
 # look consistent and start the filter.
 max_speed_mps = 10.0
-# The settings the bundled scenario ships for the demo model (sim/scenarios/yell-gnss-denied.toml): no
-# visual-only start, matches used only with a clear margin and an evenly weighted cluster (and the default
-# reinit_gap_s: no fixes after a gap past the coast limit).
+# The settings the bundled scenario ships for the demo model (sim/scenarios/yell-gnss-denied.toml): the
+# Kalman path, no visual-only start, matches used only with a clear margin and an evenly weighted cluster
+# (and the default reinit_gap_s: no fixes after a gap past the coast limit).
 visual_start = false
 [localize.estimator]
 min_margin = 0.08
@@ -281,38 +282,43 @@ fn assert_sane(run: &SimRun) {
 }
 
 #[test]
-#[ignore = "fails with the demo model, too weak to localise on its own (models/README.md). Measured \
-            here (debug build): with the shipped safe settings it gets 10 fixes, all from coasting on the \
-            last GNSS anchor (fewer than the 20 asserted); with the previous settings (cluster temperature \
-            0.02, reinit_gap_s 10) 180 fixes, median error 4.7 m, but 8.9 % outside their reported \
-            accuracy. Run with --ignored once models/ holds a stronger model"]
 fn a_long_gnss_denied_flight_is_accurate_and_honest() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = scenario(
+    let mut sc = scenario(
         dir.path(),
         "test-long-denied",
         4.0,
         "[gnss]\nlost_at_s = 4.0\n[run]\nduration_s = 66.0\nseed = 3\n",
     );
+    // The particle filter (not the bundled scenario's localizer: it follows a wrong attitude, see
+    // sim/README.md); the Kalman path with its safe settings publishes about 10 fixes here, all in the first
+    // seconds after GNSS is lost (the next test).
+    sc.localize.method = vimgeo::localize::Method::Particles;
     let stride_m = sc.cache.footprint_m * sc.cache.stride;
     let run = fly(sc, None);
     assert_sane(&run);
     let s = &run.summary;
     let (_, demo) = model();
     if demo {
-        // The bound: a correct retrieval puts the view centre within half a tile-grid diagonal of the best
-        // tile (stride·√2/2 = 6.8 m at a 9.6 m stride), and a view centre uniform in a grid cell is on
-        // median 0.38 strides (3.7 m) from the nearest tile centre; the localizer's neighbour weighting only
-        // shrinks that. One stride allows for pose errors (1° at 30 m is 0.5 m), filter lag through turns
-        // and the odd wrong match that passed the gate.
+        // The bound: a view centre uniform in a grid cell is on median 0.38 strides (3.7 m at a 9.6 m
+        // stride) from the nearest tile centre, and the demo model's retrievals inside the search window are
+        // right to 10 m in 63 % of the frames (measured over the bundled scenario's frames), so a tracker
+        // that follows the right places is on median within half a stride; the particle filter measured
+        // 2.7 m median in the bundled scenario. Half a stride (4.8 m) allows for pose errors (1° at 30 m is
+        // 0.5 m), lag through the turns and the look-alike stretches.
+        // Availability: the fixes go on without GNSS (the Kalman path, which stops a few seconds after the
+        // loss with this model, gets about 10 here). In a debug build the pipeline runs 0.7 s behind the
+        // frames (rendering alone takes 240 ms a frame on two cores), and a fix predicted that far ahead is
+        // often wider than the one-stride publishing limit: measured 42 fixes (release: 3.4 a second).
         assert!(
-            s.fixes_received >= 20,
+            s.fixes_received >= 25,
             "too few fixes from the demo model: {s}"
         );
         assert!(
-            s.error.median_m < stride_m,
-            "median error {:.2} m >= one tile stride {stride_m:.1} m: {s}",
-            s.error.median_m
+            s.error.median_m < 0.5 * stride_m,
+            "median error {:.2} m >= half a tile stride {:.1} m: {s}",
+            s.error.median_m,
+            0.5 * stride_m
         );
         // Honest accuracy: at most 5 % of the received fixes outside their reported 95 % radius.
         assert!(s.exceeding_accuracy_pct < 5.0, "{s}");
@@ -325,17 +331,17 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
     }
 }
 
-/// With what the bundled scenario ships for the demo model (every scenario here flies with it: no visual-only
-/// start, no fixes after a gap past the coast limit, matches used only with a clear margin). Then the
-/// localizer publishes few visual fixes, but none that claims more accuracy than it has: the safety property
-/// the accuracy bound above cannot yet show with this model. Measured: with the previous settings (cluster
+/// The Kalman path (every scenario here but the long one flies it) with the safe settings it needs for the
+/// demo model (no visual-only start, matches used
+/// only with a clear margin, an evenly weighted cluster, no fixes after a gap past the coast limit): few
+/// visual fixes, but none that claims more accuracy than it has. Measured: with looser settings (cluster
 /// temperature 0.02, reinit_gap_s 10) this flight received 108 fixes, 9.3 % of them outside their accuracy.
 #[test]
-fn with_the_shipped_safe_settings_fixes_stay_within_their_accuracy() {
+fn the_kalman_path_with_safe_settings_keeps_its_fixes_within_their_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let sc = scenario(
         dir.path(),
-        "test-long-denied-safe",
+        "test-long-denied-kalman",
         4.0,
         "[gnss]\nlost_at_s = 4.0\n[run]\nduration_s = 40.0\nseed = 3\n",
     );

@@ -33,7 +33,10 @@ use nalgebra::Vector3;
 use serde::Deserialize;
 
 use super::estimator::{estimate, Candidate, EstimatorConfig, Measurement, NoMeasurement};
-use super::filter::{AnchorOutcome, FilterConfig, NoEstimate, PositionFilter, UpdateOutcome};
+use super::filter::{
+    AnchorOutcome, FilterConfig, FilterEstimate, NoEstimate, PositionFilter, UpdateOutcome,
+};
+use super::particles::{ParticleConfig, ParticleFilter, ParticleOutcome, TileEvidence};
 use super::ConfigError;
 use crate::fix::{Fix, FixQuality};
 use crate::geodesy::{Geodetic, LocalFrame};
@@ -46,14 +49,33 @@ pub const ORIGIN_RECENTRE_M: f64 = 20_000.0;
 /// position 20 km from the origin by millimetres).
 const EARTH_RADIUS_M: f64 = 6_371_000.0;
 
+/// How matches become positions: `method` in the `[localize]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// One measurement per frame ([`estimate`]: refused when ambiguous) into the Kalman filter
+    /// ([`PositionFilter`]). Can start from visual matches alone (`visual_start`). For a model whose top
+    /// match is usually right.
+    #[default]
+    Kalman,
+    /// Every frame's similarities around the cloud into a particle filter ([`ParticleFilter`]): uses the
+    /// ambiguous frames too, starts only from an anchor. For a weak model (the demo model).
+    Particles,
+}
+
 /// The `[localize]` section of the onboard configuration. Missing fields take the defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalizerConfig {
+    /// `kalman` (the default) or `particles`.
+    pub method: Method,
     /// `[localize.estimator]`: candidates → measurement.
     pub estimator: EstimatorConfig,
-    /// `[localize.filter]`: the Kalman filter.
+    /// `[localize.filter]`: the Kalman filter, and the motion and publishing limits the particle filter
+    /// shares with it.
     pub filter: FilterConfig,
+    /// `[localize.particles]`: the particle filter's own settings (with `method = "particles"`).
+    pub particles: ParticleConfig,
     /// 95 % radius of the error in the camera offset (rectification: attitude and height errors), metres.
     /// It is added in quadrature to each measurement's accuracy and to the filter's floor (an attitude bias
     /// is shared by consecutive frames).
@@ -63,8 +85,10 @@ pub struct LocalizerConfig {
 impl Default for LocalizerConfig {
     fn default() -> Self {
         Self {
+            method: Method::default(),
             estimator: EstimatorConfig::default(),
             filter: FilterConfig::default(),
+            particles: ParticleConfig::default(),
             offset_accuracy95_m: 2.0,
         }
     }
@@ -75,6 +99,7 @@ impl LocalizerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.estimator.validate()?;
         self.filter.validate()?;
+        self.particles.validate()?;
         if !(self.offset_accuracy95_m.is_finite() && self.offset_accuracy95_m >= 0.0) {
             return Err(ConfigError::Invalid {
                 field: "localize.offset_accuracy95_m".into(),
@@ -98,6 +123,8 @@ pub enum LocalizeOutcome {
         /// The offset given, metres north/east.
         offset_ne_m: [f64; 2],
     },
+    /// The frame's tiles went to the particle filter.
+    Tracked(ParticleOutcome),
     /// The vehicle measurement went to the filter.
     Filtered {
         /// The vehicle's measured position (view centre minus offset), local metres.
@@ -114,6 +141,7 @@ impl LocalizeOutcome {
             Self::NoMeasurement(n) => n.kind(),
             Self::InvalidOffset { .. } => "invalid_offset",
             Self::Filtered { outcome, .. } => outcome.kind(),
+            Self::Tracked(outcome) => outcome.kind(),
         }
     }
 }
@@ -146,22 +174,72 @@ impl NoFix {
     }
 }
 
+/// The filter behind the localizer, by [`Method`].
+#[derive(Debug, Clone)]
+enum Tracker {
+    Kalman(PositionFilter),
+    Particles(Box<ParticleFilter>),
+}
+
+impl Tracker {
+    fn is_initialised(&self) -> bool {
+        match self {
+            Self::Kalman(f) => f.is_initialised(),
+            Self::Particles(f) => f.is_initialised(),
+        }
+    }
+
+    fn is_anchored(&self, unix_us: u64) -> bool {
+        match self {
+            Self::Kalman(f) => f.is_anchored(unix_us),
+            Self::Particles(f) => f.is_anchored(unix_us),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Self::Kalman(f) => f.reset(),
+            Self::Particles(f) => f.reset(),
+        }
+    }
+
+    fn anchor(&mut self, unix_us: u64, ne_m: [f64; 2], accuracy95_m: f64) -> AnchorOutcome {
+        match self {
+            Self::Kalman(f) => f.anchor(unix_us, ne_m, accuracy95_m),
+            Self::Particles(f) => f.anchor(unix_us, ne_m, accuracy95_m),
+        }
+    }
+
+    fn estimate_at(&self, unix_us: u64) -> Result<FilterEstimate, NoEstimate> {
+        match self {
+            Self::Kalman(f) => f.estimate_at(unix_us),
+            Self::Particles(f) => f.estimate_at(unix_us),
+        }
+    }
+}
+
 /// Matches → fixes. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Localizer {
     config: LocalizerConfig,
     frame: Option<LocalFrame>,
-    filter: PositionFilter,
+    tracker: Tracker,
 }
 
 impl Localizer {
     /// A localizer with no origin yet. `config` should be validated ([`LocalizerConfig::validate`]).
     pub fn new(config: LocalizerConfig) -> Self {
-        let filter = PositionFilter::new(config.filter.clone());
+        let tracker = match config.method {
+            Method::Kalman => Tracker::Kalman(PositionFilter::new(config.filter.clone())),
+            Method::Particles => Tracker::Particles(Box::new(ParticleFilter::new(
+                config.filter.clone(),
+                config.particles.clone(),
+            ))),
+        };
         Self {
             config,
             frame: None,
-            filter,
+            tracker,
         }
     }
 
@@ -177,12 +255,12 @@ impl Localizer {
 
     /// Whether the filter is running.
     pub fn is_initialised(&self) -> bool {
-        self.filter.is_initialised()
+        self.tracker.is_initialised()
     }
 
     /// Whether an anchor was accepted within `localize.filter.anchor_max_age_s` of `unix_us`.
     pub fn is_anchored(&self, unix_us: u64) -> bool {
-        self.filter.is_anchored(unix_us)
+        self.tracker.is_anchored(unix_us)
     }
 
     /// A reference position at `unix_us` (the frames' clock): WGS84 degrees and its 95 % radius, metres,
@@ -211,7 +289,7 @@ impl Localizer {
                     log::info!(
                         "localizer: moving the local origin to the anchor at {lat_deg:.6}, {lon_deg:.6}"
                     );
-                    self.filter.reset();
+                    self.tracker.reset();
                     let Ok(frame) = LocalFrame::new(point) else {
                         return AnchorOutcome::Invalid;
                     };
@@ -228,7 +306,7 @@ impl Localizer {
         self.frame = Some(frame);
         let ned = frame.to_ned(&point);
         // North/east as `process` takes the matches' (on the ground, below the plane), which `fix_at` maps back.
-        self.filter.anchor(unix_us, [ned.x, ned.y], accuracy95_m)
+        self.tracker.anchor(unix_us, [ned.x, ned.y], accuracy95_m)
     }
 
     /// One frame: its exposure time (UNIX µs), its top-k matches, the view centre's ground point minus the
@@ -265,31 +343,58 @@ impl Localizer {
         let Some(frame) = self.frame_near(best) else {
             return LocalizeOutcome::NoMeasurement(NoMeasurement::NonFinite { index: 0 });
         };
-        let candidates: Vec<Candidate> = matches
+        let ne: Vec<[f64; 2]> = points
             .iter()
-            .zip(&points)
-            .map(|(m, g)| {
+            .map(|g| {
                 let ned = frame.to_ned(g);
-                Candidate {
-                    similarity: m.similarity,
-                    centre_ne_m: [ned.x, ned.y],
-                    ground_size_m: f64::from(m.ground_size_m),
-                }
+                [ned.x, ned.y]
             })
             .collect();
-        let mut measurement = match estimate(&candidates, stride_m, &self.config.estimator) {
-            Ok(m) => m,
-            Err(why) => return LocalizeOutcome::NoMeasurement(why),
-        };
-        measurement.ne_m[0] -= centre_offset_ne_m[0];
-        measurement.ne_m[1] -= centre_offset_ne_m[1];
-        let offset = self.config.offset_accuracy95_m;
-        measurement.accuracy95_m = measurement.accuracy95_m.hypot(offset);
-        measurement.quantisation95_m = measurement.quantisation95_m.hypot(offset);
-        let outcome = self.filter.update(exposure_unix_us, &measurement);
-        LocalizeOutcome::Filtered {
-            measurement,
-            outcome,
+        let offset_accuracy = self.config.offset_accuracy95_m;
+        match &mut self.tracker {
+            Tracker::Particles(particles) => {
+                let tiles: Vec<TileEvidence> = ne
+                    .iter()
+                    .zip(matches)
+                    .map(|(p, m)| TileEvidence {
+                        ne_m: [p[0] - centre_offset_ne_m[0], p[1] - centre_offset_ne_m[1]],
+                        similarity: m.similarity,
+                    })
+                    .collect();
+                // A frame's floor, as the estimator's quantisation: half the grid cell's diagonal.
+                let floor_m = (stride_m * std::f64::consts::FRAC_1_SQRT_2).hypot(offset_accuracy);
+                LocalizeOutcome::Tracked(particles.update(
+                    exposure_unix_us,
+                    &tiles,
+                    floor_m,
+                    stride_m,
+                ))
+            }
+            Tracker::Kalman(filter) => {
+                let candidates: Vec<Candidate> = matches
+                    .iter()
+                    .zip(&ne)
+                    .map(|(m, p)| Candidate {
+                        similarity: m.similarity,
+                        centre_ne_m: *p,
+                        ground_size_m: f64::from(m.ground_size_m),
+                    })
+                    .collect();
+                let mut measurement = match estimate(&candidates, stride_m, &self.config.estimator)
+                {
+                    Ok(m) => m,
+                    Err(why) => return LocalizeOutcome::NoMeasurement(why),
+                };
+                measurement.ne_m[0] -= centre_offset_ne_m[0];
+                measurement.ne_m[1] -= centre_offset_ne_m[1];
+                measurement.accuracy95_m = measurement.accuracy95_m.hypot(offset_accuracy);
+                measurement.quantisation95_m = measurement.quantisation95_m.hypot(offset_accuracy);
+                let outcome = filter.update(exposure_unix_us, &measurement);
+                LocalizeOutcome::Filtered {
+                    measurement,
+                    outcome,
+                }
+            }
         }
     }
 
@@ -299,7 +404,7 @@ impl Localizer {
     fn frame_near(&mut self, best: Geodetic) -> Option<LocalFrame> {
         if let Some(frame) = self.frame {
             let ned = frame.to_ned(&best);
-            if self.filter.is_initialised() || ned.x.hypot(ned.y) <= ORIGIN_RECENTRE_M {
+            if self.tracker.is_initialised() || ned.x.hypot(ned.y) <= ORIGIN_RECENTRE_M {
                 return Some(frame);
             }
             log::info!(
@@ -307,24 +412,56 @@ impl Localizer {
                 best.lat_deg,
                 best.lon_deg
             );
-            self.filter.reset();
+            self.tracker.reset();
         }
         let frame = LocalFrame::new(best).ok()?;
         self.frame = Some(frame);
         Some(frame)
     }
 
+    /// Where the tile search for a frame at `unix_us` should look: WGS84 centre and radius, metres (none:
+    /// everywhere). Kalman: around the fix, `prior_radius_m` plus its accuracy (none without a fix). Particles:
+    /// around the cloud, `prior_radius_m` plus its farthest particle, whether or not a fix is published (the
+    /// cloud needs the tiles where it is).
+    pub fn search_window(&self, unix_us: u64, prior_radius_m: f64) -> Option<(f64, f64, f64)> {
+        match &self.tracker {
+            Tracker::Kalman(_) => self.fix_at(unix_us).ok().map(|f| {
+                (
+                    f.lat_deg,
+                    f.lon_deg,
+                    prior_radius_m + f64::from(f.horiz_accuracy_m),
+                )
+            }),
+            Tracker::Particles(p) => {
+                let frame = self.frame.as_ref()?;
+                let (centre, reach_m) = p.search_window(unix_us)?;
+                let (g, _) = on_the_ground(frame, centre);
+                Some((g.lat_deg, g.lon_deg, prior_radius_m + reach_m))
+            }
+        }
+    }
+
+    /// How many of the best tiles to ask the search for, given the stage's `top_k`: the particle filter wants
+    /// every tile around its cloud (`localize.particles.search_k`).
+    pub fn matches_wanted(&self, top_k: usize) -> usize {
+        match self.tracker {
+            Tracker::Kalman(_) => top_k,
+            Tracker::Particles(_) => top_k.max(self.config.particles.search_k),
+        }
+    }
+
     /// The fix at `publish_unix_us`: the filter's state predicted to that time. Its `time_of_exposure_us` is
     /// that time (the time the position refers to), its accuracy the filter's 95 % radius (rounded up to
-    /// f32), its quality the last accepted match's margin on the estimator's scale.
+    /// f32), its quality the last accepted match's margin on the estimator's scale (Kalman) or the accuracy's
+    /// place between the floor and the publishing limit (particles; 1 after an anchor).
     pub fn fix_at(&self, publish_unix_us: u64) -> Result<Fix, NoFix> {
         let frame = self.frame.as_ref().ok_or(NoEstimate::NotInitialised)?;
-        let e = self.filter.estimate_at(publish_unix_us)?;
-        let [n, east] = e.ne_m;
-        // The tangent plane lies above the ellipsoid away from the origin: put the point back on the ground.
-        let drop = (n * n + east * east) / (2.0 * EARTH_RADIUS_M);
-        let ground = Vector3::new(n, east, drop);
-        let position = frame.from_ned(&ground);
+        let e = self.tracker.estimate_at(publish_unix_us)?;
+        let quality = match self.tracker {
+            Tracker::Kalman(_) => self.config.estimator.quality(e.margin),
+            Tracker::Particles(_) => e.margin,
+        };
+        let (position, ground) = on_the_ground(frame, e.ne_m);
         let vel_ne_mps = e.vel_ne_mps.and_then(|v| {
             // Rotate the velocity from the origin's north/east into the vehicle's: move one second along it.
             let ahead = frame.from_ned(&(ground + Vector3::new(v[0], v[1], 0.0)));
@@ -343,7 +480,7 @@ impl Localizer {
             alt_m: None,
             vel_ne_mps,
             horiz_accuracy_m: round_up_f32(e.accuracy95_m),
-            quality: FixQuality::new(self.config.estimator.quality(e.margin)),
+            quality: FixQuality::new(quality),
         };
         if !fix.is_valid() {
             return Err(NoFix::Invalid {
@@ -354,6 +491,15 @@ impl Localizer {
         }
         Ok(fix)
     }
+}
+
+/// A local north/east position on the ground: WGS84 (height 0), and the local vector to it. The tangent plane
+/// lies above the ellipsoid away from the origin, so the point is put back down by the plane's drop.
+fn on_the_ground(frame: &LocalFrame, ne_m: [f64; 2]) -> (Geodetic, Vector3<f64>) {
+    let [n, east] = ne_m;
+    let drop = (n * n + east * east) / (2.0 * EARTH_RADIUS_M);
+    let ground = Vector3::new(n, east, drop);
+    (frame.from_ned(&ground), ground)
 }
 
 /// The smallest f32 not below `x` (an accuracy must not shrink by rounding).

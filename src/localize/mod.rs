@@ -7,6 +7,9 @@
 //!   north/east frame, with Mahalanobis gating, initialisation only from mutually consistent measurements
 //!   of different views or from one anchor (a healthy GNSS position, [`AnchorOutcome`]), and prediction to
 //!   publish time ([`UpdateOutcome`], [`NoEstimate`]).
+//! - [`ParticleFilter`] ([`particles`]): the alternative to the two steps above for a weak model: every
+//!   frame's tile similarities reweight a cloud of positions (no refusal of ambiguous frames), started only
+//!   from an anchor ([`ParticleOutcome`]); `method = "particles"` in `[localize]`.
 //! - [`Localizer`] ([`localizer`]): the stage itself, WGS84 matches in, [`crate::fix::Fix`] out
 //!   ([`LocalizeOutcome`], [`NoFix`]), configured by the `[localize]` TOML section ([`LocalizerConfig`]);
 //!   [`Localizer::anchor`] feeds it the autopilot's position while GNSS is healthy.
@@ -18,13 +21,17 @@
 pub mod estimator;
 pub mod filter;
 pub mod localizer;
+pub mod particles;
 
 pub use self::estimator::{estimate, Candidate, EstimatorConfig, Measurement, NoMeasurement, K95};
 pub use self::filter::{
     AnchorOutcome, FilterConfig, FilterEstimate, NoEstimate, PositionFilter, UpdateOutcome,
     ANCHOR_MARGIN,
 };
-pub use self::localizer::{LocalizeOutcome, Localizer, LocalizerConfig, NoFix, ORIGIN_RECENTRE_M};
+pub use self::localizer::{
+    LocalizeOutcome, Localizer, LocalizerConfig, Method, NoFix, ORIGIN_RECENTRE_M,
+};
+pub use self::particles::{ParticleConfig, ParticleFilter, ParticleOutcome, TileEvidence};
 
 /// A `[localize]` configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -26,7 +26,7 @@ use crate::camera::{
 use crate::encoder::Encoder;
 use crate::fc::{FcLink, GnssVerdict};
 use crate::fix::Fix;
-use crate::localize::{LocalizeOutcome, Localizer, UpdateOutcome};
+use crate::localize::{LocalizeOutcome, Localizer, ParticleOutcome, UpdateOutcome};
 use crate::matching::{PriorWindow, TileCache};
 use crate::rectify::{rectify, CameraCalibration, CameraModel, Pose, RectifyTarget};
 
@@ -875,17 +875,14 @@ impl LocalizeStage {
                 );
             }
         }
-        // The prior: around the last fix, widened by its accuracy; without one, the whole cache.
+        // The prior: where the localizer is (around the last fix, widened by its accuracy; or around the
+        // particle cloud); without one, the whole cache.
         let window = self
             .localizer
-            .fix_at(meta.exposure_unix_us)
-            .ok()
-            .map(|f| PriorWindow {
-                lat: f.lat_deg,
-                lon: f.lon_deg,
-                radius_m: self.prior_radius_m + f64::from(f.horiz_accuracy_m),
-            });
-        let matches = self.cache.search(&embedding, self.top_k, window.as_ref());
+            .search_window(meta.exposure_unix_us, self.prior_radius_m)
+            .map(|(lat, lon, radius_m)| PriorWindow { lat, lon, radius_m });
+        let k = self.localizer.matches_wanted(self.top_k);
+        let matches = self.cache.search(&embedding, k, window.as_ref());
         meta.latency.set(Stage::Match, t.elapsed());
         let matches = match matches {
             Ok(m) => m,
@@ -937,6 +934,15 @@ fn frame_outcome(outcome: &LocalizeOutcome) -> FrameOutcome {
             | UpdateOutcome::Diverged { .. }
             | UpdateOutcome::Stale { .. }
             | UpdateOutcome::Invalid => FrameOutcome::Gated(kind),
+        },
+        LocalizeOutcome::Tracked(outcome) => match outcome {
+            ParticleOutcome::Tracked { .. } | ParticleOutcome::NotInitialised => {
+                FrameOutcome::Measured(kind)
+            }
+            ParticleOutcome::NoEvidence => FrameOutcome::NoMeasurement(kind),
+            ParticleOutcome::Disagrees { .. }
+            | ParticleOutcome::Stale { .. }
+            | ParticleOutcome::Invalid => FrameOutcome::Gated(kind),
         },
     }
 }

@@ -616,7 +616,10 @@ fn fault_report(
             let not_accepted: u64 = outcomes
                 .iter()
                 .filter(|(k, _)| {
-                    !matches!(k.as_str(), "accepted" | "initialised" | "reinitialised")
+                    !matches!(
+                        k.as_str(),
+                        "accepted" | "initialised" | "reinitialised" | "tracked"
+                    )
                 })
                 .map(|(_, v)| *v)
                 .sum();
