@@ -21,7 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use vimgeo::geodesy::{Geodetic, LocalFrame};
 use vimgeo::matching::build::OrthoOptions;
 use vimgeo::rectify::{
-    rectify, CameraCalibration, CameraModel, Pose, RectifyError, RectifyLimits, RectifyTarget,
+    rectify, AttitudeCheck, AttitudeVerdict, CameraCalibration, CameraModel, Pose, RectifyError,
+    RectifyLimits, RectifyTarget,
 };
 use vimgeo::sim::render::{render, OrthoMap};
 
@@ -559,4 +560,50 @@ fn pairs_refuses_an_orthophoto_too_small_to_split_unless_train_only() {
         .path()
         .join("y/train/drone/osbs_forest_10cm_utm17n-r001-c001/osbs_forest_10cm_utm17n-r001-c001-0.png")
         .is_file());
+}
+
+/// A flight along a line at 5 m/s, 30 m up, frames every 0.2 s with small true attitude changes; for frames
+/// 10-19 the attitude reported is off by `error_deg` of roll (what the camera saw did not change). The check
+/// passes the true poses, refuses the wrong ones from the first, and passes again once the error is gone.
+#[test]
+fn an_attitude_that_jumps_without_the_image_is_refused_until_it_jumps_back() {
+    let map = open("yell_forest_10cm.png", Some("EPSG:32612"));
+    let camera = sim_camera();
+    let (w, h) = map.dimensions();
+    let mut check = AttitudeCheck::new(10.0);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut verdicts = Vec::new();
+    for k in 0..30u32 {
+        let t_s = 0.2 * f64::from(k);
+        // East along the middle of the map, 1 m a frame (10 px at 0.1 m).
+        let x = f64::from(w) / 2.0 - 150.0 + 10.0 * f64::from(k);
+        let vehicle = map.pixel_to_lat_lon(x, f64::from(h) / 2.0).unwrap();
+        let (roll, pitch, yaw) = (
+            3.0 * (0.7 * t_s).sin() + rng.random_range(-0.3..0.3),
+            2.0 * (0.5 * t_s).cos(),
+            90.0 + 5.0 * (0.3 * t_s).sin(),
+        );
+        let truth = Pose::from_euler_deg(roll, pitch, yaw, 30.0);
+        let frame = render(&map, &camera, vehicle, &truth).unwrap();
+        let error_deg = if (10..20).contains(&k) { 25.0 } else { 0.0 };
+        let reported = Pose::from_euler_deg(roll + error_deg, pitch, yaw, 30.0);
+        let t_us = 1_760_000_000_000_000 + u64::from(k) * 200_000;
+        verdicts.push(check.observe(t_us, &frame.image, &reported, &camera));
+    }
+    assert_eq!(verdicts[0], AttitudeVerdict::NoReference);
+    for (k, v) in verdicts.iter().enumerate() {
+        let wrong = (10..20).contains(&k);
+        assert_eq!(!v.is_usable(), wrong, "frame {k}: {v:?}");
+    }
+    // The onset is measured as a jump of about 30 m · tan(25°) = 14 m (less the allowance for the
+    // vehicle's own motion), and the bias comes back near zero at the end.
+    let AttitudeVerdict::Inconsistent { jump_m, bias_m } = verdicts[10] else {
+        panic!("{:?}", verdicts[10]);
+    };
+    assert!(
+        jump_m > 4.0 && (bias_m - 14.0).abs() < 3.0,
+        "{jump_m} {bias_m}"
+    );
+    let b = check.bias_ne_m();
+    assert!(b[0].hypot(b[1]) < 4.0, "bias left {b:?}");
 }

@@ -1,9 +1,9 @@
 //! The closed-loop simulation end to end: the simulated camera over the shared Yellowstone orthophoto, the
 //! real pipeline, the fake autopilot over UDP loopback.
 //!
-//! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end) with the particle filter: accuracy,
-//!   availability and honesty of the fixes the autopilot received; a 40 s one with the Kalman path's safe
-//!   settings (the bundled scenario's): honesty;
+//! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end) with the particle filter (the bundled
+//!   scenario's localizer): accuracy, availability and honesty of the fixes the autopilot received; a 40 s
+//!   one with the Kalman path's safe settings: honesty;
 //! - one short scenario per injected fault (camera stall, dropped frames, corrupt frames, link drop, GNSS
 //!   flapping, wrong attitude): no panic, no wrong or stale fix received, the fault reported;
 //! - replay: a recorded live run, anchored on the autopilot's GNSS until it is lost, replays to the same
@@ -162,18 +162,12 @@ waypoints_ne_m = [[-70.0, -60.0], [-75.0, 45.0], [0.0, 80.0], [70.0, 45.0], [70.
 speed_mps = 5.0
 height_agl_m = 30.0
 corner_radius_m = 12.0
+# The localizer the bundled scenario ships for the demo model (sim/scenarios/yell-gnss-denied.toml): the
+# particle filter with its default settings, a 10 m/s speed bound for a 5 m/s vehicle.
+[localize]
+method = "particles"
 [localize.filter]
-# The vehicle flies 5 m/s: a 40 m/s bound (the default) lets two wrong matches 40 m apart a second apart
-# look consistent and start the filter.
 max_speed_mps = 10.0
-# The settings the bundled scenario ships for the demo model (sim/scenarios/yell-gnss-denied.toml): the
-# Kalman path, no visual-only start, matches used only with a clear margin and an evenly weighted cluster
-# (and the default reinit_gap_s: no fixes after a gap past the coast limit).
-visual_start = false
-[localize.estimator]
-min_margin = 0.08
-full_margin = 0.2
-weight_temperature = 0.1
 {body}
 "#,
         ortho = imagery().display(),
@@ -284,16 +278,12 @@ fn assert_sane(run: &SimRun) {
 #[test]
 fn a_long_gnss_denied_flight_is_accurate_and_honest() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sc = scenario(
+    let sc = scenario(
         dir.path(),
         "test-long-denied",
         4.0,
         "[gnss]\nlost_at_s = 4.0\n[run]\nduration_s = 66.0\nseed = 3\n",
     );
-    // The particle filter (not the bundled scenario's localizer: it follows a wrong attitude, see
-    // sim/README.md); the Kalman path with its safe settings publishes about 10 fixes here, all in the first
-    // seconds after GNSS is lost (the next test).
-    sc.localize.method = vimgeo::localize::Method::Particles;
     let stride_m = sc.cache.footprint_m * sc.cache.stride;
     let run = fly(sc, None);
     assert_sane(&run);
@@ -331,7 +321,7 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
     }
 }
 
-/// The Kalman path (every scenario here but the long one flies it) with the safe settings it needs for the
+/// The Kalman path (the other scenarios here fly the particle filter) with the safe settings it needs for the
 /// demo model (no visual-only start, matches used
 /// only with a clear margin, an evenly weighted cluster, no fixes after a gap past the coast limit): few
 /// visual fixes, but none that claims more accuracy than it has. Measured: with looser settings (cluster
@@ -339,12 +329,17 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
 #[test]
 fn the_kalman_path_with_safe_settings_keeps_its_fixes_within_their_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = scenario(
+    let mut sc = scenario(
         dir.path(),
         "test-long-denied-kalman",
         4.0,
         "[gnss]\nlost_at_s = 4.0\n[run]\nduration_s = 40.0\nseed = 3\n",
     );
+    sc.localize.method = vimgeo::localize::Method::Kalman;
+    sc.localize.filter.visual_start = false;
+    sc.localize.estimator.min_margin = 0.08;
+    sc.localize.estimator.full_margin = 0.2;
+    sc.localize.estimator.weight_temperature = 0.1;
     let run = fly(sc, None);
     assert_sane(&run);
     let s = &run.summary;

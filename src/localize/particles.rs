@@ -65,14 +65,15 @@
 //! anchor is older than `max_coast_s`, or when the accuracy is worse than `max_accuracy_m` or
 //! `max_accuracy_strides` tile strides.
 //!
-//! # Known weakness: not yet for flight
+//! # A wrong attitude
 //!
 //! A wrong attitude drags the cloud. Measured in the sim (bundled scenario, 25° of roll error for 5 s): the
-//! view centre moves 14 m, the frames still agree with the cloud well enough (no frame fell below
+//! view centre moves 14 m, the frames still agree with the cloud well enough (none fell below
 //! `min_agreement`), and the cloud followed them to 19 m off while reporting 7-9 m: 14 of the 16 fixes
-//! received in the fault's window were wrong. The Kalman path gates those frames. Until the particle filter
-//! has a test that catches this (an attitude-consistency check, or gating on the jump of the frame's best
-//! place), the bundled scenario and the example onboard configuration keep the Kalman path.
+//! received in the fault's window were wrong. The Kalman path gates such frames; this filter cannot, so the
+//! pipeline refuses them before they get here ([`crate::rectify::attitude_check`]: the attitude jumped
+//! without the image moving with it). With that check the same run received no fix in the window, and the
+//! cloud picked the track up again after it.
 //!
 //! # Determinism
 //!

@@ -98,6 +98,13 @@ pub enum RefuseReason {
     Rectify(RectifyError),
     /// The pixels cannot be a view of the ground (blank, noise).
     Content(ContentError),
+    /// The reported attitude disagrees with how the image moved ([`crate::rectify::attitude_check`]).
+    Attitude {
+        /// This frame's disagreement beyond the vehicle's possible displacement, metres.
+        jump_m: f64,
+        /// The accumulated pose error on the ground, metres.
+        bias_m: f64,
+    },
 }
 
 impl RefuseReason {
@@ -115,6 +122,7 @@ impl RefuseReason {
                 RectifyError::Coverage { .. } => "coverage",
             },
             RefuseReason::Content(e) => e.kind(),
+            RefuseReason::Attitude { .. } => "attitude_inconsistent",
         }
     }
 }
@@ -130,6 +138,11 @@ impl std::fmt::Display for RefuseReason {
             }
             RefuseReason::Rectify(e) => write!(f, "{e}"),
             RefuseReason::Content(e) => write!(f, "{e}"),
+            RefuseReason::Attitude { jump_m, bias_m } => write!(
+                f,
+                "the reported attitude disagrees with the image: a {jump_m:.1} m jump, {bias_m:.1} m \
+                 of pose error on the ground"
+            ),
         }
     }
 }

@@ -28,7 +28,9 @@ use crate::fc::{FcLink, GnssVerdict};
 use crate::fix::Fix;
 use crate::localize::{LocalizeOutcome, Localizer, ParticleOutcome, UpdateOutcome};
 use crate::matching::{PriorWindow, TileCache};
-use crate::rectify::{rectify, CameraCalibration, CameraModel, Pose, RectifyTarget};
+use crate::rectify::{
+    rectify, AttitudeCheck, AttitudeVerdict, CameraCalibration, CameraModel, Pose, RectifyTarget,
+};
 
 /// How long a stage waits on its input before it looks at the clock again (its heartbeat period).
 const POLL: Duration = Duration::from_millis(100);
@@ -332,7 +334,7 @@ pub(crate) fn spawn_stages(
     let (localized_tx, localized_rx) = bounded(config.channel_capacity.max(1));
     let mut handles = Vec::with_capacity(THREADS.len());
 
-    let rectify_stage =
+    let mut rectify_stage =
         RectifyStage::new(config, &calibration, encoder.manifest().input.width, &cache);
 
     {
@@ -570,6 +572,7 @@ struct RectifyStage {
     footprint_per_height: f64,
     limits: crate::rectify::RectifyLimits,
     max_attitude_age: Duration,
+    attitude_check: AttitudeCheck,
 }
 
 impl RectifyStage {
@@ -598,6 +601,7 @@ impl RectifyStage {
             footprint_per_height,
             limits: config.rectify_limits,
             max_attitude_age: config.max_attitude_age,
+            attitude_check: AttitudeCheck::new(config.localize.filter.max_speed_mps),
         }
     }
 
@@ -619,7 +623,7 @@ impl RectifyStage {
     /// Rectifies `frame`, or reports why not. A frame without its own pose gets the autopilot's it was
     /// rectified with, so a recording of it replays the same.
     fn process(
-        &self,
+        &mut self,
         meta: &mut FrameMeta,
         frame: &mut Frame,
         link: Option<&FcLink>,
@@ -644,6 +648,19 @@ impl RectifyStage {
         let result = crate::camera::check_content(&frame.image)
             .map_err(RefuseReason::Content)
             .and(pose)
+            .and_then(|pose| {
+                match self.attitude_check.observe(
+                    meta.exposure_unix_us,
+                    &frame.image,
+                    &pose,
+                    &self.camera,
+                ) {
+                    AttitudeVerdict::Inconsistent { jump_m, bias_m } => {
+                        Err(RefuseReason::Attitude { jump_m, bias_m })
+                    }
+                    _ => Ok(pose),
+                }
+            })
             .and_then(|pose| {
                 let target = RectifyTarget {
                     size_px: self.size_px,

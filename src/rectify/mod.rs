@@ -17,10 +17,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attitude_check;
 pub mod calib;
 mod camera;
 mod warp;
 
+pub use self::attitude_check::{AttitudeCheck, AttitudeVerdict};
 pub use self::calib::{CalibError, CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
 pub use self::camera::{CameraModel, CameraView, Pose};
 pub(crate) use self::warp::bilinear;
