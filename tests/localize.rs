@@ -280,22 +280,7 @@ impl Geo {
 
 impl Stage for Geo {
     fn process(&mut self, t_us: u64, frame: &Frame) -> Step {
-        let matches: Vec<Match> = frame
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(index, &(similarity, ne))| {
-                let g = self.geodetic(ne);
-                Match {
-                    index,
-                    similarity,
-                    lat: g.lat_deg,
-                    lon: g.lon_deg,
-                    ground_size_m: TILE_M as f32,
-                    scale: 1.0,
-                }
-            })
-            .collect();
+        let matches = geo_matches(self, frame);
         match self
             .localizer
             .process(t_us, &matches, frame.offset, STRIDE_M)
