@@ -462,7 +462,16 @@ fn a_wrong_attitude_publishes_no_wrong_fix() {
         "kind = \"wrong_attitude\"\nstart_s = 4.0\nduration_s = 5.0\nroll_deg = 25.0",
         GNSS_LOST,
     );
-    assert!(run.summary.faults[0].frames_hit > 0);
+    let f = &run.summary.faults[0];
+    assert!(f.frames_hit > 0);
+    // The rectify stage refuses the frames, and the health thread tells the autopilot why.
+    assert!(f.outcomes.contains_key("attitude_inconsistent"), "{f:?}");
+    assert!(
+        f.statustexts
+            .iter()
+            .any(|t| t.contains("attitude disagrees with camera")),
+        "{f:?}"
+    );
 }
 
 /// Per processed frame: its seq, its fix at exposure (lat, lon, accuracy) and its best similarity.

@@ -3,8 +3,11 @@
 //! [`Localizer::process`] takes one frame's top-k [`Match`]es (best first), the offset of the view centre's
 //! ground point from the vehicle (from rectification, metres north/east) and the tile stride in metres; it
 //! turns the matches into local north/east candidates, [`estimate`]s the view centre, subtracts the offset
-//! and feeds the vehicle position to the [`PositionFilter`]. [`Localizer::fix_at`] then gives the [`Fix`] at
-//! publish time (latency compensation), or a typed [`NoFix`].
+//! and feeds the vehicle position to the [`PositionFilter`]. With `method = "particles"` ([`Method`]) the
+//! matches instead go, all of them, as vehicle positions with their similarities to the [`ParticleFilter`];
+//! the stage then asks the search for every tile around the cloud ([`Localizer::search_window`],
+//! [`Localizer::matches_wanted`]). [`Localizer::fix_at`] then gives the [`Fix`] at publish time (latency
+//! compensation), or a typed [`NoFix`].
 //!
 //! [`Localizer::anchor`] feeds a reference position (the autopilot's, while its GNSS is healthy) to the filter:
 //! it starts the filter alone, and the visual measurements are then gated against it (see

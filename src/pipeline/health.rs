@@ -1,8 +1,9 @@
 //! The health thread (`vimgeo-health`): every [`HealthConfig::period`] it checks the camera (stalled: no
-//! frame for `stall_timeout`), the encoder (too slow: median of its recent latencies above `encoder_slow`)
-//! and the flight-controller link (lost: transport closed or no autopilot HEARTBEAT). Each
+//! frame for `stall_timeout`), the encoder (too slow: median of its recent latencies above `encoder_slow`),
+//! the flight-controller link (lost: transport closed or no autopilot HEARTBEAT) and the attitude (the
+//! rectify stage refuses frames whose attitude disagrees with the image). Each
 //! [`HealthCondition`] is logged once when it starts and once when it clears, and sent to the autopilot as
-//! STATUSTEXT (`vimgeo: ...`, at most 50 bytes). A tile cache built for another model is the fourth
+//! STATUSTEXT (`vimgeo: ...`, at most 50 bytes). A tile cache built for another model is the fifth
 //! condition, checked once at start, where it is fatal ([`super::Pipeline::spawn`]).
 //!
 //! It also drives systemd's notifications ([`Notifier`]): `READY=1` once running, `WATCHDOG=1` each period
@@ -33,6 +34,9 @@ pub enum HealthCondition {
     LinkLost,
     /// The tile cache was built with another model (checked at start, fatal).
     CacheMismatch,
+    /// The rectify stage refuses frames because the reported attitude jumped without the image moving with
+    /// it ([`crate::rectify::attitude_check`]).
+    AttitudeInconsistent,
 }
 
 impl HealthCondition {
@@ -43,6 +47,7 @@ impl HealthCondition {
             HealthCondition::EncoderSlow => "encoder too slow",
             HealthCondition::LinkLost => "flight-controller link lost",
             HealthCondition::CacheMismatch => "cache built for another model",
+            HealthCondition::AttitudeInconsistent => "attitude disagrees with camera",
         }
     }
 
@@ -53,6 +58,7 @@ impl HealthCondition {
             HealthCondition::EncoderSlow => "encoder ok",
             HealthCondition::LinkLost => "flight-controller link ok",
             HealthCondition::CacheMismatch => "cache ok",
+            HealthCondition::AttitudeInconsistent => "attitude agrees with camera",
         }
     }
 
@@ -143,6 +149,10 @@ impl Watch {
             .recent_encode_median(self.config.encoder_window)
             .is_some_and(|m| m > self.config.encoder_slow);
         self.set(HealthCondition::EncoderSlow, slow);
+        self.set(
+            HealthCondition::AttitudeInconsistent,
+            self.progress.attitude_refused(),
+        );
         if let Some(link) = &self.link {
             let s = link.snapshot();
             // Give the autopilot's first HEARTBEAT the stall timeout to arrive before calling it lost.
@@ -220,6 +230,7 @@ mod tests {
             HealthCondition::EncoderSlow,
             HealthCondition::LinkLost,
             HealthCondition::CacheMismatch,
+            HealthCondition::AttitudeInconsistent,
         ] {
             for text in [c.raised_text(), c.cleared_text()] {
                 assert!(format!("vimgeo: {text}").len() <= 50, "{text}");

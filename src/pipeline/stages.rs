@@ -58,6 +58,7 @@ pub(crate) struct Progress {
     exited: [AtomicBool; 5],
     last_frame: AtomicU64,
     camera_ended: AtomicBool,
+    attitude_refused: AtomicBool,
 }
 
 impl Progress {
@@ -68,6 +69,7 @@ impl Progress {
             exited: Default::default(),
             last_frame: AtomicU64::new(0),
             camera_ended: AtomicBool::new(false),
+            attitude_refused: AtomicBool::new(false),
         }
     }
 
@@ -88,6 +90,11 @@ impl Progress {
     pub(crate) fn since_last_frame(&self, now: Instant) -> Duration {
         let stamp = self.last_frame.load(Ordering::Relaxed);
         self.since(stamp.max(1), now)
+    }
+
+    /// Whether the rectify stage's attitude check refused the last frame it judged.
+    pub(crate) fn attitude_refused(&self) -> bool {
+        self.attitude_refused.load(Ordering::Relaxed)
     }
 
     /// Whether the camera source ended (end of a replay) or the camera thread exited.
@@ -380,6 +387,9 @@ pub(crate) fn spawn_stages(
             while let Some((mut meta, mut frame)) = recv_beating(&frame_rx, &progress, 1) {
                 let rectified =
                     rectify_stage.process(&mut meta, &mut frame, link.as_deref(), &sink);
+                progress
+                    .attitude_refused
+                    .store(rectify_stage.attitude_refused, Ordering::Relaxed);
                 if let Some(tx) = &record_tx {
                     let sent = if lossless {
                         tx.send(frame).is_ok()
@@ -573,6 +583,8 @@ struct RectifyStage {
     limits: crate::rectify::RectifyLimits,
     max_attitude_age: Duration,
     attitude_check: AttitudeCheck,
+    /// Whether the attitude check refused the last frame it judged (for the health thread).
+    attitude_refused: bool,
 }
 
 impl RectifyStage {
@@ -602,6 +614,7 @@ impl RectifyStage {
             limits: config.rectify_limits,
             max_attitude_age: config.max_attitude_age,
             attitude_check: AttitudeCheck::new(config.localize.filter.max_speed_mps),
+            attitude_refused: false,
         }
     }
 
@@ -649,12 +662,14 @@ impl RectifyStage {
             .map_err(RefuseReason::Content)
             .and(pose)
             .and_then(|pose| {
-                match self.attitude_check.observe(
+                let verdict = self.attitude_check.observe(
                     meta.exposure_unix_us,
                     &frame.image,
                     &pose,
                     &self.camera,
-                ) {
+                );
+                self.attitude_refused = !verdict.is_usable();
+                match verdict {
                     AttitudeVerdict::Inconsistent { jump_m, bias_m } => {
                         Err(RefuseReason::Attitude { jump_m, bias_m })
                     }

@@ -624,9 +624,15 @@ fn fault_report(
                 .map(|(_, v)| *v)
                 .sum();
             (
-                not_accepted > 0,
+                not_accepted > 0 || has_text("attitude disagrees"),
                 format!(
-                    "{not_accepted} frames in the window refused, gated or without measurement"
+                    "{not_accepted} frames in the window refused, gated or without measurement; \
+                     STATUSTEXT \"vimgeo: attitude disagrees with camera\" {}",
+                    if has_text("attitude disagrees") {
+                        "received"
+                    } else {
+                        "not received"
+                    }
                 ),
             )
         }
