@@ -387,9 +387,10 @@ pub(crate) fn spawn_stages(
             while let Some((mut meta, mut frame)) = recv_beating(&frame_rx, &progress, 1) {
                 let rectified =
                     rectify_stage.process(&mut meta, &mut frame, link.as_deref(), &sink);
-                progress
-                    .attitude_refused
-                    .store(rectify_stage.attitude_refused, Ordering::Relaxed);
+                progress.attitude_refused.store(
+                    rectify_stage.attitude_check.is_refusing(),
+                    Ordering::Relaxed,
+                );
                 if let Some(tx) = &record_tx {
                     let sent = if lossless {
                         tx.send(frame).is_ok()
@@ -583,8 +584,6 @@ struct RectifyStage {
     limits: crate::rectify::RectifyLimits,
     max_attitude_age: Duration,
     attitude_check: AttitudeCheck,
-    /// Whether the attitude check refused the last frame it judged (for the health thread).
-    attitude_refused: bool,
 }
 
 impl RectifyStage {
@@ -614,7 +613,6 @@ impl RectifyStage {
             limits: config.rectify_limits,
             max_attitude_age: config.max_attitude_age,
             attitude_check: AttitudeCheck::new(config.localize.filter.max_speed_mps),
-            attitude_refused: false,
         }
     }
 
@@ -662,14 +660,12 @@ impl RectifyStage {
             .map_err(RefuseReason::Content)
             .and(pose)
             .and_then(|pose| {
-                let verdict = self.attitude_check.observe(
+                match self.attitude_check.observe(
                     meta.exposure_unix_us,
                     &frame.image,
                     &pose,
                     &self.camera,
-                );
-                self.attitude_refused = !verdict.is_usable();
-                match verdict {
+                ) {
                     AttitudeVerdict::Inconsistent { jump_m, bias_m } => {
                         Err(RefuseReason::Attitude { jump_m, bias_m })
                     }

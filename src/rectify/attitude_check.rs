@@ -211,6 +211,11 @@ impl AttitudeCheck {
         }
     }
 
+    /// Whether frames are being refused now: the accumulated bias is longer than [`TOLERANCE_M`].
+    pub fn is_refusing(&self) -> bool {
+        self.bias_ne_m[0].hypot(self.bias_ne_m[1]) > TOLERANCE_M
+    }
+
     /// The accumulated bias on the ground, metres north/east.
     pub fn bias_ne_m(&self) -> [f64; 2] {
         self.bias_ne_m
@@ -257,9 +262,11 @@ impl AttitudeCheck {
                 jump_m = excess;
             }
         }
-        let bias_m = self.bias_ne_m[0].hypot(self.bias_ne_m[1]);
-        if bias_m > TOLERANCE_M {
-            AttitudeVerdict::Inconsistent { jump_m, bias_m }
+        if self.is_refusing() {
+            AttitudeVerdict::Inconsistent {
+                jump_m,
+                bias_m: self.bias_ne_m[0].hypot(self.bias_ne_m[1]),
+            }
         } else if measured {
             AttitudeVerdict::Consistent
         } else {

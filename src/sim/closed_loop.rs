@@ -613,16 +613,14 @@ fn fault_report(
             )
         }
         FaultKind::WrongAttitude { .. } => {
-            let not_accepted: u64 = outcomes
+            // Frames the pipeline did not use as a measurement (refused, gated, no measurement), whichever
+            // localizer: the report's outcome category, not its localizer-specific kind.
+            let not_accepted = obs
+                .reports
                 .iter()
-                .filter(|(k, _)| {
-                    !matches!(
-                        k.as_str(),
-                        "accepted" | "initialised" | "reinitialised" | "tracked"
-                    )
-                })
-                .map(|(_, v)| *v)
-                .sum();
+                .filter(|r| in_w(unix_to_s(obs.origin_unix_us, r.exposure_unix_us)))
+                .filter(|r| !matches!(r.outcome, FrameOutcome::Measured(_)))
+                .count();
             (
                 not_accepted > 0 || has_text("attitude disagrees"),
                 format!(
