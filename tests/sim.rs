@@ -14,7 +14,7 @@
 //! trained model; the accuracy bound and the 5 % honesty bound are asserted only with the demo model (they
 //! are properties of the model and the localizer, not of the loop). Every other assertion holds for both.
 //! The tile cache is built once per encoder under `CARGO_TARGET_TMPDIR` and reused. The camera renders
-//! 420 x 315 px (same field of view as calib/sim.toml) to keep debug-build tests fast. Needs the `gdal`
+//! 420 x 315 px (same field of view as calib/sim.toml) to keep the tests' real-time loop fast. Needs the `gdal`
 //! feature and `../shared/data/imagery`.
 
 #![cfg(feature = "gdal")]
@@ -120,9 +120,12 @@ fn model() -> (PathBuf, bool) {
     }
 }
 
+/// ONNX Runtime, found as the binary finds it (`make test` exports ORT_DYLIB_PATH): the engine the main job
+/// (`make sim`) runs.
 fn encoder_config() -> EncoderConfig {
     EncoderConfig {
-        engine: EngineChoice::Tract,
+        engine: EngineChoice::Ort,
+        ort_library: common::ort_search(),
         ..EncoderConfig::default()
     }
 }
@@ -150,7 +153,7 @@ ortho = "{ortho}"
 crs = "EPSG:32612"
 [model]
 path = "{model}"
-engine = "tract"
+engine = "ort"
 [cache]
 footprint_m = 19.2
 stride = 0.5
@@ -175,7 +178,7 @@ max_speed_mps = 10.0
         calib = repo().join("calib/sim.toml").display(),
     );
     // The sim camera at 420 x 315 px (the same 70° field of view as calib/sim.toml, 0.1 m a pixel at 30 m,
-    // so no supersampling): a third of the rendering cost, for debug-build tests on two cores.
+    // so no supersampling): a third of the rendering cost, for tests on two cores.
     let calib = std::fs::read_to_string(repo().join("calib/sim.toml"))
         .unwrap()
         .replace("width = 640", "width = 420")
@@ -240,7 +243,7 @@ fn fly(scenario: Scenario, record: Option<PathBuf>) -> SimRun {
     let mut scenario = scenario;
     scenario.cache.path = Some(cache);
     // One real-time flight at a time: two sharing the two cores of a test machine fall behind real time in a
-    // debug build (rendering alone is ~10x slower than release), and a frame more than 1 s behind the
+    // test build (rendering is slower than release), and a frame more than 1 s behind the
     // autopilot's position is, rightly, never anchored on it.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,12 +299,14 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
         // that follows the right places is on median within half a stride; the particle filter measured
         // 2.7 m median in the bundled scenario. Half a stride (4.8 m) allows for pose errors (1° at 30 m is
         // 0.5 m), lag through the turns and the look-alike stretches.
-        // Availability: the fixes go on without GNSS (the Kalman path, which stops a few seconds after the
-        // loss with this model, gets about 10 here). In a debug build the pipeline runs 0.7 s behind the
-        // frames (rendering alone takes 240 ms a frame on two cores), and a fix predicted that far ahead is
-        // often wider than the one-stride publishing limit: measured 42 fixes (release: 3.4 a second).
+        // Availability: the fixes go on without GNSS through the whole outage (the Kalman path, which stops
+        // a few seconds after the loss with this model, gets about 10 here). Measured 177 fixes (2.85 a
+        // second, 71 % of the frames while denied) with a frame-to-fix latency of 48 ms. This depends on the
+        // test build keeping up with real time (Cargo.toml's opt-level for the dev profile): a fix predicted
+        // more than ~0.5 s past its frame is, rightly, wider than the one-stride publishing limit. The
+        // summary in the message gives the latency, so a machine too slow for the loop shows as such.
         assert!(
-            s.fixes_received >= 25,
+            s.fixes_received >= 100,
             "too few fixes from the demo model: {s}"
         );
         assert!(
