@@ -1041,6 +1041,48 @@ fn a_frame_whose_best_places_lie_away_from_the_cloud_is_not_used() {
     ));
 }
 
+/// After 12 s without a usable frame the cloud is many strides wide: it no longer says where the vehicle
+/// is, so frames that put it 2 strides from where the cloud drifted are used (not gated), the cloud narrows
+/// again and the fix comes back, honest. With the gate kept at every width, the same frames are all refused.
+#[test]
+fn a_cloud_grown_wide_by_a_long_gap_reacquires() {
+    let floor = STRIDE_M * std::f64::consts::FRAC_1_SQRT_2;
+    let truth = [40.0, 0.0];
+    let run = |reacquire_strides: f64| {
+        let mut pf = ParticleFilter::new(
+            FilterConfig::default(),
+            ParticleConfig {
+                reacquire_strides,
+                ..ParticleConfig::default()
+            },
+        );
+        assert_eq!(
+            pf.anchor(us(0.0), [0.0, 0.0], 3.0),
+            AnchorOutcome::Initialised
+        );
+        let mut kinds = Vec::new();
+        for k in 0..30 {
+            let tiles = grid_tiles(truth, 0.9, 0.3);
+            kinds.push(
+                pf.update(us(12.0 + 0.2 * k as f64), &tiles, floor, STRIDE_M)
+                    .kind(),
+            );
+        }
+        (kinds, pf.estimate_at(us(18.0)))
+    };
+    let (kinds, fix) = run(ParticleConfig::default().reacquire_strides);
+    assert!(kinds.iter().all(|k| *k == "tracked"), "{kinds:?}");
+    let fix = fix.expect("re-acquired");
+    let err = (fix.ne_m[0] - truth[0]).hypot(fix.ne_m[1] - truth[1]);
+    assert!(
+        err <= fix.accuracy95_m && fix.accuracy95_m <= STRIDE_M,
+        "{fix:?}"
+    );
+    let (kinds, fix) = run(1e9);
+    assert!(kinds.iter().all(|k| *k == "disagrees"), "{kinds:?}");
+    assert!(fix.is_err());
+}
+
 #[test]
 fn ambiguous_frames_widen_the_accuracy_instead_of_moving_the_fix() {
     let floor = STRIDE_M * std::f64::consts::FRAC_1_SQRT_2;
@@ -1082,6 +1124,7 @@ fn particle_settings_are_checked_by_name() {
         ("kernel_strides", |c| c.kernel_strides = f64::NAN),
         ("max_accuracy_strides", |c| c.max_accuracy_strides = -1.0),
         ("min_agreement", |c| c.min_agreement = 1.0),
+        ("reacquire_strides", |c| c.reacquire_strides = 0.5),
         ("search_k", |c| c.search_k = 1),
     ] {
         let mut cfg = LocalizerConfig::default();
