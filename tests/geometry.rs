@@ -562,11 +562,13 @@ fn pairs_refuses_an_orthophoto_too_small_to_split_unless_train_only() {
         .is_file());
 }
 
-/// A flight along a line at 5 m/s, 30 m up, frames every 0.2 s with small true attitude changes; for frames
-/// 10-19 the attitude reported is off by `error_deg` of roll (what the camera saw did not change). The check
-/// passes the true poses, refuses the wrong ones from the first, and passes again once the error is gone.
-#[test]
-fn an_attitude_that_jumps_without_the_image_is_refused_until_it_jumps_back() {
+/// 30 frames of a flight along a line at 5 m/s, 30 m up, every 0.2 s, with small true attitude changes and
+/// the heading turning at `turn_dps` degrees a second; `error(k)` is the (roll, heading) error of frame k's
+/// reported pose, degrees (what the camera saw did not change). The verdicts, and the check after them.
+fn attitude_flight(
+    turn_dps: f64,
+    error: impl Fn(u32) -> (f64, f64),
+) -> (Vec<AttitudeVerdict>, AttitudeCheck) {
     let map = open("yell_forest_10cm.png", Some("EPSG:32612"));
     let camera = sim_camera();
     let (w, h) = map.dimensions();
@@ -581,29 +583,72 @@ fn an_attitude_that_jumps_without_the_image_is_refused_until_it_jumps_back() {
         let (roll, pitch, yaw) = (
             3.0 * (0.7 * t_s).sin() + rng.random_range(-0.3..0.3),
             2.0 * (0.5 * t_s).cos(),
-            90.0 + 5.0 * (0.3 * t_s).sin(),
+            90.0 + 5.0 * (0.3 * t_s).sin() + turn_dps * t_s + rng.random_range(-0.5..0.5),
         );
         let truth = Pose::from_euler_deg(roll, pitch, yaw, 30.0);
         let frame = render(&map, &camera, vehicle, &truth).unwrap();
-        let error_deg = if (10..20).contains(&k) { 25.0 } else { 0.0 };
-        let reported = Pose::from_euler_deg(roll + error_deg, pitch, yaw, 30.0);
+        let (roll_error, yaw_error) = error(k);
+        let reported = Pose::from_euler_deg(roll + roll_error, pitch, yaw + yaw_error, 30.0);
         let t_us = 1_760_000_000_000_000 + u64::from(k) * 200_000;
         verdicts.push(check.observe(t_us, &frame.image, &reported, &camera));
     }
+    (verdicts, check)
+}
+
+/// Asserts that exactly frames 10-19 were refused.
+fn assert_refused_10_to_19(verdicts: &[AttitudeVerdict]) {
     assert_eq!(verdicts[0], AttitudeVerdict::NoReference);
     for (k, v) in verdicts.iter().enumerate() {
         let wrong = (10..20).contains(&k);
         assert_eq!(!v.is_usable(), wrong, "frame {k}: {v:?}");
     }
+}
+
+/// Frames 10-19 report 25° of roll too much: the check passes the true poses, refuses the wrong ones from
+/// the first, and passes again once the error is gone.
+#[test]
+fn an_attitude_that_jumps_without_the_image_is_refused_until_it_jumps_back() {
+    let (verdicts, check) = attitude_flight(0.0, |k| {
+        (if (10..20).contains(&k) { 25.0 } else { 0.0 }, 0.0)
+    });
+    assert_refused_10_to_19(&verdicts);
     // The onset is measured as a jump of about 30 m · tan(25°) = 14 m (less the allowance for the
-    // vehicle's own motion), and the bias comes back near zero at the end.
-    let AttitudeVerdict::Inconsistent { jump_m, bias_m } = verdicts[10] else {
+    // vehicle's own motion), and the bias comes back near zero at the end. A roll error is not mistaken for
+    // a heading error.
+    let AttitudeVerdict::Inconsistent {
+        jump_m,
+        bias_m,
+        heading_deg,
+    } = verdicts[10]
+    else {
         panic!("{:?}", verdicts[10]);
     };
     assert!(
-        jump_m > 4.0 && (bias_m - 14.0).abs() < 3.0,
-        "{jump_m} {bias_m}"
+        jump_m > 4.0 && (bias_m - 14.0).abs() < 3.0 && heading_deg == 0.0,
+        "{jump_m} {bias_m} {heading_deg}"
     );
     let b = check.bias_ne_m();
     assert!(b[0].hypot(b[1]) < 4.0, "bias left {b:?}");
+}
+
+/// A heading error rotates the view about the nadir: the ground under the centre does not move, but the
+/// ground seen off-centre does. Frames 10-19 report the heading 20° clockwise of the truth while the vehicle
+/// turns at 15°/s (3° a frame, which the check must not take for an error): exactly they are refused, and
+/// the heading error measured is 20 ± 3°.
+#[test]
+fn a_heading_that_jumps_without_the_image_turning_is_refused_until_it_jumps_back() {
+    let (verdicts, check) = attitude_flight(15.0, |k| {
+        (0.0, if (10..20).contains(&k) { 20.0 } else { 0.0 })
+    });
+    assert_refused_10_to_19(&verdicts);
+    let AttitudeVerdict::Inconsistent { heading_deg, .. } = verdicts[10] else {
+        panic!("{:?}", verdicts[10]);
+    };
+    assert!((heading_deg - 20.0).abs() < 3.0, "{heading_deg}");
+    assert_eq!(check.heading_bias_deg(), 0.0);
+    // Counter-clockwise, smaller, on a straight line: 10° is still a jump.
+    let (verdicts, _) = attitude_flight(0.0, |k| {
+        (0.0, if (10..20).contains(&k) { -10.0 } else { 0.0 })
+    });
+    assert_refused_10_to_19(&verdicts);
 }

@@ -5,7 +5,7 @@
 //!   scenario's localizer): accuracy, availability and honesty of the fixes the autopilot received; a 40 s
 //!   one with the Kalman path's safe settings: honesty;
 //! - one short scenario per injected fault (camera stall, dropped frames, corrupt frames, link drop, GNSS
-//!   flapping, wrong attitude): no panic, no wrong or stale fix received, the fault reported;
+//!   flapping, wrong attitude: roll, and heading): no panic, no wrong or stale fix received, the fault reported;
 //! - replay: a recorded live run, anchored on the autopilot's GNSS until it is lost, replays to the same
 //!   fixes at exposure time (the anchors it used are recorded with its frames).
 //!
@@ -460,16 +460,16 @@ fn gnss_flapping_does_not_switch_publishing_on_and_off() {
     assert!(changes <= 2, "{f:?}");
 }
 
-#[test]
-fn a_wrong_attitude_publishes_no_wrong_fix() {
+/// A wrong-attitude fault (`error`: its `roll_deg`/`yaw_deg` line) from 4 s for 5 s: the rectify stage
+/// refuses the frames, and the health thread tells the autopilot why.
+fn wrong_attitude_run(name: &str, error: &str) {
     let run = fault_run(
-        "test-wrong-attitude",
-        "kind = \"wrong_attitude\"\nstart_s = 4.0\nduration_s = 5.0\nroll_deg = 25.0",
+        name,
+        &format!("kind = \"wrong_attitude\"\nstart_s = 4.0\nduration_s = 5.0\n{error}"),
         GNSS_LOST,
     );
     let f = &run.summary.faults[0];
     assert!(f.frames_hit > 0);
-    // The rectify stage refuses the frames, and the health thread tells the autopilot why.
     assert!(f.outcomes.contains_key("attitude_inconsistent"), "{f:?}");
     assert!(
         f.statustexts
@@ -477,6 +477,17 @@ fn a_wrong_attitude_publishes_no_wrong_fix() {
             .any(|t| t.contains("attitude disagrees with camera")),
         "{f:?}"
     );
+}
+
+#[test]
+fn a_wrong_attitude_publishes_no_wrong_fix() {
+    wrong_attitude_run("test-wrong-attitude", "roll_deg = 25.0");
+}
+
+/// A compass error: the view turned about the nadir, the ground under the centre unmoved.
+#[test]
+fn a_wrong_heading_publishes_no_wrong_fix() {
+    wrong_attitude_run("test-wrong-heading", "yaw_deg = 30.0");
 }
 
 /// Per processed frame: its seq, its fix at exposure (lat, lon, accuracy) and its best similarity.

@@ -34,7 +34,7 @@ pub enum HealthCondition {
     LinkLost,
     /// The tile cache was built with another model (checked at start, fatal).
     CacheMismatch,
-    /// The rectify stage refuses frames because the reported attitude jumped without the image moving with
+    /// The rectify stage refuses frames because the reported attitude (or heading) jumped without the image moving (or turning) with
     /// it ([`crate::rectify::attitude_check`]).
     AttitudeInconsistent,
 }

@@ -104,6 +104,8 @@ pub enum RefuseReason {
         jump_m: f64,
         /// The accumulated pose error on the ground, metres.
         bias_m: f64,
+        /// The accumulated heading error, degrees.
+        heading_deg: f64,
     },
 }
 
@@ -138,10 +140,14 @@ impl std::fmt::Display for RefuseReason {
             }
             RefuseReason::Rectify(e) => write!(f, "{e}"),
             RefuseReason::Content(e) => write!(f, "{e}"),
-            RefuseReason::Attitude { jump_m, bias_m } => write!(
+            RefuseReason::Attitude {
+                jump_m,
+                bias_m,
+                heading_deg,
+            } => write!(
                 f,
                 "the reported attitude disagrees with the image: a {jump_m:.1} m jump, {bias_m:.1} m \
-                 of pose error on the ground"
+                 of pose error on the ground, {heading_deg:.0} deg of heading error"
             ),
         }
     }

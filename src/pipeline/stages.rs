@@ -666,9 +666,15 @@ impl RectifyStage {
                     &pose,
                     &self.camera,
                 ) {
-                    AttitudeVerdict::Inconsistent { jump_m, bias_m } => {
-                        Err(RefuseReason::Attitude { jump_m, bias_m })
-                    }
+                    AttitudeVerdict::Inconsistent {
+                        jump_m,
+                        bias_m,
+                        heading_deg,
+                    } => Err(RefuseReason::Attitude {
+                        jump_m,
+                        bias_m,
+                        heading_deg,
+                    }),
                     _ => Ok(pose),
                 }
             })
