@@ -199,10 +199,19 @@ fn ncc_window(a: &Thumb, b: &Thumb, [x0, x1, y0, y1]: [i64; 4], dx: i64, dy: i64
 
 /// The best shift within `reach` pixels of `around`, and its correlation.
 fn best_shift(a: &Thumb, b: &Thumb, around: (i64, i64), reach: i64) -> Option<((i64, i64), f64)> {
+    best_of(around, reach, |dx, dy| ncc_at(a, b, dx, dy))
+}
+
+/// The shift within `reach` of `around` where `score` is highest, and that score.
+fn best_of(
+    around: (i64, i64),
+    reach: i64,
+    score: impl Fn(i64, i64) -> Option<f64>,
+) -> Option<((i64, i64), f64)> {
     let mut best: Option<((i64, i64), f64)> = None;
     for dy in around.1 - reach..=around.1 + reach {
         for dx in around.0 - reach..=around.0 + reach {
-            if let Some(c) = ncc_at(a, b, dx, dy) {
+            if let Some(c) = score(dx, dy) {
                 if best.is_none_or(|(_, bc)| c > bc) {
                     best = Some(((dx, dy), c));
                 }
@@ -244,16 +253,7 @@ fn patch_motions(a: &Thumb, b: &Thumb, shift: (i64, i64)) -> Vec<([f64; 2], [f64
         let cy = (h / 2.0 + fy * PATCH_OFFSET * h) as i64;
         let window = [cx - hw, cx + hw, cy - hh, cy + hh];
         let at = |dx: i64, dy: i64| ncc_window(a, b, window, dx, dy);
-        let mut best: Option<((i64, i64), f64)> = None;
-        for dy in shift.1 - PATCH_REACH..=shift.1 + PATCH_REACH {
-            for dx in shift.0 - PATCH_REACH..=shift.0 + PATCH_REACH {
-                if let Some(c) = at(dx, dy) {
-                    if best.is_none_or(|(_, bc)| c > bc) {
-                        best = Some(((dx, dy), c));
-                    }
-                }
-            }
-        }
+        let best = best_of(shift, PATCH_REACH, at);
         let Some(((dx, dy), peak)) = best.filter(|(_, c)| *c >= MIN_PEAK_NCC) else {
             continue;
         };
@@ -271,7 +271,8 @@ fn patch_motions(a: &Thumb, b: &Thumb, shift: (i64, i64)) -> Vec<([f64; 2], [f64
         };
         let sx = dx as f64 + refine(at(dx - 1, dy), at(dx + 1, dy));
         let sy = dy as f64 + refine(at(dx, dy - 1), at(dx, dy + 1));
-        let (px, py) = (cx as f64, cy as f64);
+        // The window's centre (its pixels run from cx - hw to cx + hw - 1).
+        let (px, py) = (cx as f64 - 0.5, cy as f64 - 0.5);
         out.push(([px, py], [px + sx, py + sy]));
     }
     out
@@ -467,4 +468,49 @@ fn ground_ne(camera: &CameraModel, pose: &Pose, px: &Point2<f64>) -> Option<[f64
     let ray = camera.unproject(px)?;
     let g: Vector3<f64> = pose.view(camera).ground_point(&ray)?;
     Some([g.x, g.y])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_between_finds_a_turn_whatever_the_displacement() {
+        let from = [
+            [10.0, 5.0],
+            [-8.0, 12.0],
+            [-9.0, -11.0],
+            [7.0, -6.0],
+            [0.5, 0.2],
+        ];
+        for deg in [-30.0f64, -8.0, 0.0, 0.3, 20.0] {
+            let (s, c) = deg.to_radians().sin_cos();
+            // Rotated from north towards east, then moved 3 m north and 40 m east.
+            let to: Vec<[f64; 2]> = from
+                .iter()
+                .map(|p| [c * p[0] - s * p[1] + 3.0, s * p[0] + c * p[1] + 40.0])
+                .collect();
+            let got = rotation_between(&from, &to).unwrap().to_degrees();
+            assert!((got - deg).abs() < 1e-9, "{deg}: {got}");
+        }
+        // Fewer than three points say nothing.
+        assert_eq!(rotation_between(&from[..2], &from[..2]), None);
+    }
+
+    #[test]
+    fn a_held_heading_error_ends_only_when_the_turns_add_back() {
+        let mut check = AttitudeCheck::new(10.0);
+        check.see_turn(HEADING_TOLERANCE_DEG - 1.0);
+        assert!(!check.is_refusing(), "a turn within the tolerance is noise");
+        check.see_turn(20.0);
+        assert!(check.is_refusing());
+        // Small turns add to the held error; the jump back, split over two frames, cancels it.
+        check.see_turn(1.0);
+        check.see_turn(-12.0);
+        assert!(check.is_refusing());
+        assert!((check.heading_bias_deg() - 9.0).abs() < 1e-12);
+        check.see_turn(-7.0);
+        assert!(!check.is_refusing());
+        assert_eq!(check.heading_bias_deg(), 0.0);
+    }
 }
