@@ -111,12 +111,7 @@ impl EstimatorConfig {
     /// Checks every field; the error names the first bad one (as `localize.estimator.<field>`) and why.
     pub fn validate(&self) -> Result<(), super::ConfigError> {
         use super::ConfigError;
-        let bad = |field: &'static str, reason: String| {
-            Err(ConfigError::Invalid {
-                field: format!("localize.estimator.{field}"),
-                reason,
-            })
-        };
+        let bad = |field: &str, reason: String| ConfigError::invalid("estimator", field, reason);
         if self.k < 2 {
             return bad(
                 "k",

@@ -62,6 +62,7 @@ use nalgebra::{Matrix2, Matrix4, Vector2, Vector4};
 use serde::Deserialize;
 
 use super::estimator::{Measurement, K95};
+use super::positive;
 
 /// The filter's settings. A `[localize.filter]` TOML table; missing fields take the defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -129,13 +130,8 @@ impl Default for FilterConfig {
 impl FilterConfig {
     /// Checks every field; the error names the first bad one (as `localize.filter.<field>`) and why.
     pub fn validate(&self) -> Result<(), super::ConfigError> {
-        let bad = |field: &'static str, reason: String| {
-            Err(super::ConfigError::Invalid {
-                field: format!("localize.filter.{field}"),
-                reason,
-            })
-        };
-        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let bad =
+            |field: &str, reason: String| super::ConfigError::invalid("filter", field, reason);
         if !positive(self.accel_sigma_mps2) {
             return bad(
                 "accel_sigma_mps2",

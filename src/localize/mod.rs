@@ -45,3 +45,18 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+impl ConfigError {
+    /// The error for `localize.<table>.<field>`, as the `Err` a `validate` returns.
+    pub(crate) fn invalid<T>(table: &str, field: &str, reason: String) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            field: format!("localize.{table}.{field}"),
+            reason,
+        })
+    }
+}
+
+/// Finite and above zero: what most `[localize]` settings must be.
+pub(crate) fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}

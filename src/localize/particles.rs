@@ -92,6 +92,7 @@ use serde::Deserialize;
 
 use super::estimator::K95;
 use super::filter::{AnchorOutcome, FilterConfig, FilterEstimate, NoEstimate, ANCHOR_MARGIN};
+use super::positive;
 
 /// Resampled particles are jittered by this many tile strides (one sigma), so copies spread again.
 const RESAMPLE_JITTER_STRIDES: f64 = 0.03;
@@ -150,13 +151,8 @@ impl Default for ParticleConfig {
 impl ParticleConfig {
     /// Checks every field; the error names the first bad one (as `localize.particles.<field>`) and why.
     pub fn validate(&self) -> Result<(), super::ConfigError> {
-        let bad = |field: &'static str, reason: String| {
-            Err(super::ConfigError::Invalid {
-                field: format!("localize.particles.{field}"),
-                reason,
-            })
-        };
-        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let bad =
+            |field: &str, reason: String| super::ConfigError::invalid("particles", field, reason);
         if !(100..=1_000_000).contains(&self.particles) {
             return bad(
                 "particles",
@@ -280,7 +276,6 @@ struct Cloud {
 struct Spread {
     mean: [f64; 2],
     cov: [[f64; 2]; 2],
-    r95: f64,
     r_max: f64,
 }
 
@@ -488,7 +483,13 @@ impl ParticleFilter {
             .map(|(w, l)| w * l.exp())
             .sum();
         // The gate, unless the cloud has grown too wide to say where the vehicle is (`reacquire_strides`).
-        let wide = spread(&cloud.pos, &cloud.weight).r95 > self.config.reacquire_strides * stride_m;
+        let mean = spread(&cloud.pos, &cloud.weight).mean;
+        let wide = weight_within(
+            &cloud.pos,
+            &cloud.weight,
+            mean,
+            self.config.reacquire_strides * stride_m,
+        ) < 0.95;
         if agreement < self.config.min_agreement && !wide {
             return ParticleOutcome::Disagrees { agreement };
         }
@@ -572,7 +573,7 @@ impl ParticleFilter {
             });
         }
         let s = spread(&pos, &cloud.weight);
-        let accuracy95_m = s.r95.max(self.floor_m);
+        let accuracy95_m = r95(&pos, &cloud.weight, s.mean).max(self.floor_m);
         let max_m = self.max_accuracy_m();
         if accuracy95_m > max_m {
             return Err(NoEstimate::TooInaccurate {
@@ -657,7 +658,7 @@ fn reweight(weight: &mut [f64], log_l: &[f64]) {
     }
 }
 
-/// Weighted mean, covariance, 95 % radius around the mean and farthest distance.
+/// Weighted mean, covariance and the farthest distance from the mean.
 fn spread(points: &[[f64; 2]], weight: &[f64]) -> Spread {
     let mut mean = [0.0; 2];
     for (p, w) in points.iter().zip(weight) {
@@ -665,31 +666,44 @@ fn spread(points: &[[f64; 2]], weight: &[f64]) -> Spread {
         mean[1] += w * p[1];
     }
     let mut cov = [[0.0; 2]; 2];
-    let mut by_distance: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    let mut r_max: f64 = 0.0;
     for (p, w) in points.iter().zip(weight) {
         let (dn, de) = (p[0] - mean[0], p[1] - mean[1]);
         cov[0][0] += w * dn * dn;
         cov[0][1] += w * dn * de;
         cov[1][1] += w * de * de;
-        by_distance.push((dn.hypot(de), *w));
+        r_max = r_max.max(dn.hypot(de));
     }
     cov[1][0] = cov[0][1];
+    Spread { mean, cov, r_max }
+}
+
+/// The radius around `mean` that holds 95 % of the weight (a sort: only where the accuracy is reported).
+fn r95(points: &[[f64; 2]], weight: &[f64], mean: [f64; 2]) -> f64 {
+    let mut by_distance: Vec<(f64, f64)> = points
+        .iter()
+        .zip(weight)
+        .map(|(p, w)| ((p[0] - mean[0]).hypot(p[1] - mean[1]), *w))
+        .collect();
     by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut cumulative = 0.0;
-    let mut r95 = by_distance.last().map_or(0.0, |d| d.0);
     for (d, w) in &by_distance {
         cumulative += w;
         if cumulative >= 0.95 {
-            r95 = *d;
-            break;
+            return *d;
         }
     }
-    Spread {
-        mean,
-        cov,
-        r95,
-        r_max: by_distance.last().map_or(0.0, |d| d.0),
-    }
+    by_distance.last().map_or(0.0, |d| d.0)
+}
+
+/// The weight within `radius` of `mean` (the r95 exceeds `radius` exactly when this is below 0.95).
+fn weight_within(points: &[[f64; 2]], weight: &[f64], mean: [f64; 2], radius: f64) -> f64 {
+    points
+        .iter()
+        .zip(weight)
+        .filter(|(p, _)| (p[0] - mean[0]).hypot(p[1] - mean[1]) <= radius)
+        .map(|(_, w)| w)
+        .sum()
 }
 
 /// Squared Mahalanobis distance of `x` from the cloud, with `extra_var` (m²) added on both axes.
