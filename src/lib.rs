@@ -8,6 +8,7 @@
 
 pub mod camera;
 pub mod config_file;
+pub mod data;
 pub mod encoder;
 pub mod fc;
 pub mod fix;

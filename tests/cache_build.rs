@@ -1,14 +1,14 @@
-//! Building tile caches from the shared orthophotos (GeoTIFF 8- and 16-bit, PNG + world file): the
+//! Building tile caches from the fetched orthophotos (GeoTIFF 8- and 16-bit, PNG + world file): the
 //! georeference, the tiling, the cache on disk, querying it, resuming an interrupted build, and the CLI.
 //!
-//! Needs the `gdal` feature (`cargo test --features gdal`) and the shared imagery at
-//! `../shared/data/imagery` beside the repository.
+//! Needs the `gdal` feature (`cargo test --features gdal`) and the imagery of the data folder (`make data`).
 
 #![cfg(feature = "gdal")]
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::imagery;
+use std::path::Path;
 use std::process::Command;
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
@@ -23,19 +23,6 @@ use vimgeo::matching::{CacheExpectation, EmbeddingDtype, TileCache};
 const LANDSAT: &str = "landsat8_30m_utm21s.tif";
 const OSBS: &str = "osbs_forest_10cm_utm17n.tif";
 const YELL: &str = "yell_forest_10cm.png";
-
-/// A file of the shared imagery, which must exist.
-fn imagery(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/imagery");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "shared imagery {} is missing: the tests expect the project's shared data folder \
-         (../shared/data/imagery beside the repository, see its README.md)",
-        path.display()
-    );
-    path
-}
 
 /// How each orthophoto is read: the world-file PNG needs its CRS, Landsat is stored blue, green, red.
 fn options(name: &str) -> OrthoOptions {

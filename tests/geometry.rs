@@ -1,4 +1,4 @@
-//! The camera geometry end to end on the shared orthophotos: render a frame with the simulated camera,
+//! The camera geometry end to end on the fetched orthophotos (`make data`): render a frame with the simulated camera,
 //! rectify it with the true pose, and compare with the north-up patch cut from the map at the same place.
 //!
 //! Heights: a nominal 50-300 m scaled by the map's GSD (`h = h_nominal · gsd / 0.1 m`, so every map is seen
@@ -12,6 +12,9 @@
 
 #![cfg(feature = "gdal")]
 
+mod common;
+
+use common::imagery;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -25,12 +28,6 @@ use vimgeo::rectify::{
     RectifyLimits, RectifyTarget,
 };
 use vimgeo::sim::render::{render, OrthoMap};
-
-fn imagery(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/imagery")
-        .join(name)
-}
 
 fn sim_camera() -> CameraModel {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("calib/sim.toml");

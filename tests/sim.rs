@@ -1,4 +1,4 @@
-//! The closed-loop simulation end to end: the simulated camera over the shared Yellowstone orthophoto, the
+//! The closed-loop simulation end to end: the simulated camera over the Yellowstone orthophoto, the
 //! real pipeline, the fake autopilot over UDP loopback.
 //!
 //! - a long GNSS-denied flight (66 s, GNSS lost from 4 s to the end) with the particle filter (the bundled
@@ -15,7 +15,7 @@
 //! are properties of the model and the localizer, not of the loop). Every other assertion holds for both.
 //! The tile cache is built once per encoder under `CARGO_TARGET_TMPDIR` and reused. The camera renders
 //! 420 x 315 px (same field of view as calib/sim.toml) to keep the tests' real-time loop fast. Needs the `gdal`
-//! feature and `../shared/data/imagery`.
+//! feature and the imagery of the data folder (`make data`).
 
 #![cfg(feature = "gdal")]
 
@@ -100,16 +100,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn imagery() -> PathBuf {
-    let path = repo().join("../shared/data/imagery/yell_forest_10cm.png");
-    assert!(
-        path.exists(),
-        "shared imagery {} is missing (../shared/data/imagery beside the repository)",
-        path.display()
-    );
-    path
-}
-
 /// The demo model when it exists, else the test fixture; and whether it is the demo model.
 fn model() -> (PathBuf, bool) {
     let demo = repo().join("models/vimgeo-demo.onnx");
@@ -173,7 +163,7 @@ method = "particles"
 max_speed_mps = 10.0
 {body}
 "#,
-        ortho = imagery().display(),
+        ortho = common::imagery("yell_forest_10cm.png").display(),
         model = model.display(),
         calib = repo().join("calib/sim.toml").display(),
     );
@@ -194,7 +184,7 @@ max_speed_mps = 10.0
     );
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    Scenario::load(&file).unwrap()
+    Scenario::load(&file, &common::data_dir()).unwrap()
 }
 
 /// The tile cache, built once for the whole test binary (tests run in parallel).
@@ -239,6 +229,7 @@ fn fly(scenario: Scenario, record: Option<PathBuf>) -> SimRun {
         record,
         encoder: encoder_config(),
         duration_s: None,
+        data: common::data_dir(),
     };
     let mut scenario = scenario;
     scenario.cache.path = Some(cache);

@@ -29,7 +29,7 @@ mapfile -t VIEWS < <(awk -F, -v root="$PAIRS" 'NR > 1 && $1 == "val" && $2 == "d
 for model in "$ROOT/models/vimgeo-demo.onnx" "$OUT/vimgeo-demo-untrained.onnx"; do
   name=$(basename "$model" .onnx)
   rm -f "$OUT/$name.vgc"
-  "$VIMGEO" cache build --ortho ../shared/data/imagery/yell_forest_10cm.png --crs EPSG:32612 \
+  "$VIMGEO" cache build --ortho data:imagery/yell_forest_10cm.png --crs EPSG:32612 \
     --model "$model" --out "$OUT/$name.vgc" --footprint 19.2 --stride 0.5 --dtype f32
   "$VIMGEO" cache query --model "$model" "$OUT/$name.vgc" --top-k 1000 "${VIEWS[@]}" >"$OUT/$name.jsonl.tmp"
   mv "$OUT/$name.jsonl.tmp" "$OUT/$name.jsonl"

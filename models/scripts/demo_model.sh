@@ -3,7 +3,7 @@
 #
 #   models/scripts/demo_model.sh            # from anywhere; everything is relative to the repository root
 #
-# 1. training/validation pairs from the shared orthophotos (`vimgeo sim pairs`, spatial split, see
+# 1. training/validation pairs from the data folder's orthophotos (`make data`; `vimgeo sim pairs`, spatial split, see
 #    the pair-folder format in models/README.md), into target/demo-model/pairs;
 # 2. training: `python -m vimgeo.train --config demo` (CPU, chunked scan; 48 min on 2 idle cores, measured);
 # 3. evaluation on the validation regions of three methods: the trained model, an untrained model of the same
@@ -35,8 +35,8 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
 # Orthophotos: PATH[:CRS][@train] (@train: training only, too small for a validation band with margin).
 ORTHOS=(
-  ../shared/data/imagery/yell_forest_10cm.png:EPSG:32612
-  ../shared/data/imagery/osbs_forest_10cm_utm17n.tif@train
+  data:imagery/yell_forest_10cm.png:EPSG:32612
+  data:imagery/osbs_forest_10cm_utm17n.tif@train
 )
 PAIR_FLAGS=(--size 128 --tile-src-px 192 --views 16 --val-fraction 0.25 --seed 7 --calib calib/sim.toml)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,9 @@ FIXTURE_OVERRIDES: dict[str, Any] = {
 }
 FIXTURE_SEED = 0
 FIXTURE_NAME = "vimgeo-test"
-ORTHOPHOTO = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagery" / "yell_forest_10cm.png"
+# The data folder that `make data` fetches (data/README.md): $VIMGEO_DATA, else ~/.cache/vimgeo/data.
+DATA_DIR = Path(os.environ.get("VIMGEO_DATA") or Path.home() / ".cache" / "vimgeo" / "data")
+ORTHOPHOTO = DATA_DIR / "imagery" / "yell_forest_10cm.png"
 # (file, crop box (left, upper, right, lower) in the 10 cm orthophoto, or None for the synthetic gradient)
 IMAGES: tuple[tuple[str, tuple[int, int, int, int] | None], ...] = (
     ("forest-edge.png", (600, 400, 1000, 800)),  # meadow meeting conifers, long shadows

@@ -28,8 +28,9 @@ pub(crate) enum CacheCommand {
 #[cfg_attr(not(feature = "gdal"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct OrthoArgs {
-    /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required).
-    #[arg(long, value_name = "IMG")]
+    /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
+    /// file of the data folder (`make data`).
+    #[arg(long, value_name = "IMG", value_parser = super::data_path)]
     ortho: PathBuf,
     /// The imagery's CRS (`EPSG:32612`, WKT or PROJ): for world-file images; overrides a GeoTIFF's own.
     #[arg(long)]

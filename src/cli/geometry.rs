@@ -16,9 +16,9 @@ use vimgeo::rectify::{
 #[cfg_attr(not(feature = "gdal"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct RenderArgs {
-    /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required). Its CRS must be a
-    /// WGS84 UTM zone.
-    #[arg(long, value_name = "IMG")]
+    /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
+    /// file of the data folder (`make data`). Its CRS must be a WGS84 UTM zone.
+    #[arg(long, value_name = "IMG", value_parser = super::data_path)]
     ortho: PathBuf,
     /// The imagery's CRS (`EPSG:32612`): for world-file images; overrides a GeoTIFF's own.
     #[arg(long)]
@@ -95,7 +95,7 @@ pub(crate) struct RectifyArgs {
 #[cfg_attr(not(feature = "gdal"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct PairsArgs {
-    /// An orthophoto, `PATH[:CRS][@train]` (repeatable): `:EPSG:32612` for a world-file image, `@train`
+    /// An orthophoto, `PATH[:CRS][@train]` (repeatable; `data:NAME` for a file of the data folder): `:EPSG:32612` for a world-file image, `@train`
     /// for one used for training only (no validation band).
     #[arg(long = "ortho", value_name = "PATH[:CRS][@train]", required = true)]
     orthos: Vec<String>,
@@ -285,7 +285,8 @@ pub(crate) fn pairs(args: &PairsArgs) -> anyhow::Result<()> {
     let (calib, camera) = load_camera(&args.calib)?;
     let mut sources = Vec::new();
     for spec in &args.orthos {
-        let (path, crs, train_only) = parse_ortho(spec);
+        let (written, crs, train_only) = parse_ortho(spec);
+        let path = super::data_dir().resolve(&written);
         let options = OrthoOptions {
             crs,
             ..OrthoOptions::default()
@@ -297,7 +298,8 @@ pub(crate) fn pairs(args: &PairsArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         sources.push(PairsSource {
             name,
-            path: path.display().to_string(),
+            // As written: a `data:` name stays one, so pairs.json reads the same on every machine.
+            path: written.display().to_string(),
             map,
             train_only,
         });

@@ -11,7 +11,20 @@ pub(crate) mod preflight;
 pub(crate) mod run;
 pub(crate) mod sim;
 
+use std::path::{Path, PathBuf};
+
 use clap::Subcommand;
+use vimgeo::data::DataDir;
+
+/// The data folder (`VIMGEO_DATA`, else under `HOME`), read from the environment here only.
+pub(crate) fn data_dir() -> DataDir {
+    DataDir::from_vars(|name| std::env::var_os(name))
+}
+
+/// A path argument that may name a file of the data folder as `data:NAME` (clap's value parser).
+pub(crate) fn data_path(arg: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(data_dir().resolve(Path::new(arg)))
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {

@@ -5,7 +5,7 @@
 //! The repository (for the default scenario, `target/sim/` and `target/sim-cache/`) is found from the current
 //! folder upwards, else from the binary's location upwards (`target/release/vimgeo` → the repository), else
 //! the folder the binary was built from. The environment is read here only: ONNX Runtime's library search
-//! (`ORT_DYLIB_PATH`, `VIRTUAL_ENV`, `HOME`).
+//! (`ORT_DYLIB_PATH`, `VIRTUAL_ENV`, `HOME`) and the data folder (`VIMGEO_DATA`, `HOME`).
 
 use std::path::{Path, PathBuf};
 
@@ -91,7 +91,8 @@ pub(crate) fn sim(args: &SimArgs) -> anyhow::Result<()> {
              from the repository or pass --scenario FILE"
         ),
     };
-    let scenario = Scenario::load(&scenario_path)?;
+    let data = super::data_dir();
+    let scenario = Scenario::load(&scenario_path, &data)?;
     let base = repo.clone().unwrap_or_else(|| PathBuf::from("."));
     let out_dir = args
         .out
@@ -112,6 +113,7 @@ pub(crate) fn sim(args: &SimArgs) -> anyhow::Result<()> {
             ..EncoderConfig::default()
         },
         duration_s: args.duration,
+        data,
     };
     log::info!(
         "scenario {} ({}): {:.0} s",

@@ -385,7 +385,10 @@ mod tests {
             "[map]\northo = \"m.png\"\n[camera]\nfps = 40.0\nphotometric = false\n[flight]\n\
              waypoints_ne_m = [[0.0, 0.0]]\nspeed_mps = 1.0\nheight_agl_m = 20.0\n{noise}\n{faults}"
         );
-        let scenario = Arc::new(Scenario::from_toml_str(&text, Path::new("t.toml")).unwrap());
+        let scenario = Arc::new(
+            Scenario::from_toml_str(&text, Path::new("t.toml"), &crate::data::DataDir::new("d"))
+                .unwrap(),
+        );
         let trajectory = Arc::new(Trajectory::new(centre, &scenario.flight).unwrap());
         let calib = CameraCalibration {
             name: "small".into(),

@@ -87,6 +87,8 @@ pub struct RunOptions {
     pub encoder: crate::encoder::EncoderConfig,
     /// Override of the scenario's `[run] duration_s`.
     pub duration_s: Option<f64>,
+    /// The data folder the scenario's `data:` paths were resolved in (for the message when a file is missing).
+    pub data: crate::data::DataDir,
 }
 
 /// Statistics of horizontal errors, metres.
@@ -1017,7 +1019,7 @@ mod live {
             "map",
             "ortho",
             &scenario.ortho,
-            " (the shared imagery: see sim/README.md)",
+            &options.data.missing_hint(&scenario.ortho),
         )?;
         check_exists(scenario, "camera", "calib", &scenario.camera.calib, "")?;
         let what = |w: &str| format!("{}: {w}", scenario.file.display());

@@ -3,13 +3,13 @@
 //!
 //! Two steps, like the onboard configuration: [`RawScenario`] is the TOML as written (unknown keys refused),
 //! [`Scenario::from_toml_str`] checks every value once and resolves it (paths relative to the scenario file's
-//! folder), through the same [`crate::config_file`] checks. Every error names the file and the key:
+//! folder, `data:NAME` in the data folder: [`crate::data`]), through the same [`crate::config_file`] checks. Every error names the file and the key:
 //! `sim/scenarios/x.toml: [flight] speed_mps: is 0; it must be > 0`.
 //!
 //! ```toml
 //! name = "yell-gnss-denied"          # optional; default: the file's stem
 //! [map]
-//! ortho = "../../../shared/data/imagery/yell_forest_10cm.png"
+//! ortho = "data:imagery/yell_forest_10cm.png"   # in the data folder (`make data`), or a path
 //! crs = "EPSG:32612"                 # for images with a world file; GeoTIFFs carry their own
 //! [model]
 //! path = "../../models/vimgeo-demo.onnx"
@@ -55,6 +55,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config_file::{self, ConfigFile, ConfigFileError};
+use crate::data::DataDir;
 use crate::encoder::EngineChoice;
 use crate::localize::LocalizerConfig;
 
@@ -397,14 +398,19 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Reads and resolves `file`.
-    pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
-        Scenario::from_toml_str(&config_file::read(file, "scenario")?, file)
+    /// Reads and resolves `file`; `data:NAME` paths name files in `data`.
+    pub fn load(file: &Path, data: &DataDir) -> Result<Scenario, ScenarioError> {
+        Scenario::from_toml_str(&config_file::read(file, "scenario")?, file, data)
     }
 
-    /// Parses and resolves `text` as if read from `file` (relative paths resolve against its folder).
-    pub fn from_toml_str(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
-        resolve(config_file::parse(text, file)?, file)
+    /// Parses and resolves `text` as if read from `file` (relative paths resolve against its folder, `data:NAME`
+    /// in `data`).
+    pub fn from_toml_str(
+        text: &str,
+        file: &Path,
+        data: &DataDir,
+    ) -> Result<Scenario, ScenarioError> {
+        resolve(config_file::parse(text, file)?, file, data)
     }
 
     /// Whether the autopilot's GNSS is healthy at `t_s` (outage and flapping included).
@@ -430,8 +436,8 @@ impl Scenario {
     }
 }
 
-fn resolve(raw: RawScenario, file: &Path) -> Result<Scenario, ScenarioError> {
-    let cf = ConfigFile::new(file);
+fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, ScenarioError> {
+    let cf = ConfigFile::with_data(file, data);
 
     let name = match raw.name {
         Some(n) => n,
@@ -710,7 +716,11 @@ height_agl_m = 30.0
 "#;
 
     fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-        Scenario::from_toml_str(text, Path::new("/x/sim/scenarios/test.toml"))
+        Scenario::from_toml_str(
+            text,
+            Path::new("/x/sim/scenarios/test.toml"),
+            &DataDir::new("/data"),
+        )
     }
 
     #[test]
@@ -728,6 +738,8 @@ height_agl_m = 30.0
         );
         assert_eq!(s.cache.footprint_m, 19.2);
         assert!(s.gnss_lost.is_none() && s.faults.is_empty());
+        let s = parse(&MINIMAL.replace("map.png", "data:imagery/map.png")).unwrap();
+        assert_eq!(s.ortho, Path::new("/data/imagery/map.png"));
         assert!(s.gnss_ok(10.0));
     }
 
@@ -798,17 +810,19 @@ pitch_deg = -20
     #[test]
     fn the_bundled_scenarios_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios");
+        let data = DataDir::new("/data");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().path();
             if file.extension().is_some_and(|e| e == "toml") {
-                let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
-                assert!(s.ortho.starts_with(&dir), "{}", s.ortho.display());
+                let s = Scenario::load(&file, &data).unwrap_or_else(|e| panic!("{e}"));
+                // The bundled scenarios fly over the data folder's imagery, which a clone fetches itself.
+                assert!(s.ortho.starts_with(data.root()), "{}", s.ortho.display());
                 n += 1;
             }
         }
         assert!(n >= 1, "no scenario in {}", dir.display());
-        let s = Scenario::load(&dir.join("yell-gnss-denied.toml")).unwrap();
+        let s = Scenario::load(&dir.join("yell-gnss-denied.toml"), &data).unwrap();
         assert_eq!(s.cache.prior_radius_m, Some(40.0));
         let e = parse(&MINIMAL.replace("[flight]", "[cache]\nprior_radius_m = -5.0\n[flight]"))
             .unwrap_err();
@@ -817,7 +831,7 @@ pitch_deg = -20
             "/x/sim/scenarios/test.toml: [cache] prior_radius_m: is -5; it must be > 0"
         );
         let missing = dir.join("no-such-scenario.toml");
-        let e = Scenario::load(&missing).unwrap_err().to_string();
+        let e = Scenario::load(&missing, &data).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("{}: cannot read the scenario:", missing.display())),
             "{e}"

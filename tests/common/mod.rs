@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use vimgeo::data::DataDir;
 use vimgeo::encoder::{OrtLibrary, OrtLibraryCandidate, OrtLibrarySearch, RgbImage};
 
 /// The fixture folder.
@@ -28,6 +29,19 @@ pub fn fixture(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The data folder, as the binary finds it (`VIMGEO_DATA`, else `~/.cache/vimgeo/data`; `make test` sets it).
+pub fn data_dir() -> DataDir {
+    DataDir::from_vars(|name| std::env::var_os(name))
+}
+
+/// A file of the fetched imagery (`data:imagery/NAME`), which must exist: a missing one fails the test with
+/// the command that fetches it.
+pub fn imagery(name: &str) -> PathBuf {
+    data_dir()
+        .file(&format!("imagery/{name}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The model of one scan form.
