@@ -120,6 +120,14 @@ pub(crate) struct PairsArgs {
     /// The simulated camera's calibration.
     #[arg(long, value_name = "TOML", default_value = "calib/sim.toml")]
     calib: PathBuf,
+    /// "Another day" for the drone views: none, mild or strong (src/sim/appearance.rs).
+    #[arg(long, default_value = "none", value_parser = parse_appearance)]
+    appearance: vimgeo::sim::appearance::AppearancePreset,
+}
+
+fn parse_appearance(s: &str) -> Result<vimgeo::sim::appearance::AppearancePreset, String> {
+    vimgeo::sim::appearance::AppearancePreset::parse(s)
+        .ok_or_else(|| format!("{s:?} is not none, mild or strong"))
 }
 
 fn load_camera(path: &Path) -> anyhow::Result<(CameraCalibration, CameraModel)> {
@@ -311,6 +319,7 @@ pub(crate) fn pairs(args: &PairsArgs) -> anyhow::Result<()> {
         val_fraction: args.val_fraction,
         seed: args.seed,
         camera_name: calib.name.clone(),
+        appearance: args.appearance,
         ..PairsConfig::default()
     };
     let started = Instant::now();

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::camera::{CameraError, CameraSource, Frame, FramePose};
 use crate::rectify::{CameraModel, Pose};
+use crate::sim::appearance::Appearance;
 use crate::sim::photometric::PhotometricRange;
 use crate::sim::render::{render_with, OrthoMap};
 use crate::sim::scenario::{FaultKind, Scenario};
@@ -197,6 +198,27 @@ impl SimCamera {
         )
     }
 
+    /// The scenario's appearance change, camera part: motion blur along the ground's motion in the image (a
+    /// camera whose image top points forward), of speed x exposure time over the ground pixel below.
+    fn camera_part(
+        &self,
+        truth: &crate::sim::trajectory::VehicleState,
+        image: &mut image::RgbImage,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(), crate::sim::render::RenderError> {
+        let a = &self.scenario.camera_world.appearance;
+        if *a == Appearance::none() {
+            return Ok(());
+        }
+        let [vn, ve] = truth.vel_ne_mps;
+        let (s, c) = truth.yaw_rad.sin_cos();
+        let (forward, right) = (vn * c + ve * s, -vn * s + ve * c);
+        let ground_px_m = truth.height_agl_m / self.camera.intrinsics().fx;
+        let blur_px = (forward.hypot(right) * f64::from(a.exposure_time_s) / ground_px_m) as f32;
+        a.apply_frame(image, blur_px, [right as f32, -forward as f32], rng)?;
+        Ok(())
+    }
+
     fn timeout(&self, waited: Duration) -> CameraError {
         CameraError::Timeout {
             source_name: self.describe(),
@@ -325,14 +347,19 @@ impl CameraSource for SimCamera {
                     .map_or_else(crate::sim::photometric::Photometric::identity, |r| {
                         r.sample(&mut rng)
                     });
-                match render_with(
+                let rendered = render_with(
                     &self.map,
                     &self.camera,
                     (truth.lat_deg, truth.lon_deg),
                     &pose_truth,
                     &photometric,
                     &mut rng,
-                ) {
+                )
+                .and_then(|mut r| {
+                    self.camera_part(&truth, &mut r.image, &mut rng)?;
+                    Ok(r)
+                });
+                match rendered {
                     Ok(r) => {
                         record.coverage = r.coverage;
                         r.image

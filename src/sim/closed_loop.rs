@@ -218,6 +218,9 @@ pub struct SimSummary {
     pub duration_s: f64,
     /// The GNSS-lost span, s after time zero (`end` may be past the run).
     pub gnss_lost_s: Option<[f64; 2]>,
+    /// What the camera and the map share: `the map's own pixels` or `another image (FILE)`, and the
+    /// appearance preset (`none`, `mild`, `strong`; overrides noted).
+    pub camera_world: String,
     /// Frames.
     pub frames: FrameCounts,
     /// Rendering time per frame, ms.
@@ -261,6 +264,7 @@ impl std::fmt::Display for SimSummary {
             "scenario {} (seed {}, {:.0} s)",
             self.scenario, self.seed, self.duration_s
         )?;
+        writeln!(f, "  camera sees: {}", self.camera_world)?;
         if let Some([a, b]) = self.gnss_lost_s {
             writeln!(
                 f,
@@ -472,6 +476,7 @@ pub fn evaluate(scenario: &Scenario, trajectory: &Trajectory, obs: &Observations
 
     SimSummary {
         scenario: scenario.name.clone(),
+        camera_world: scenario.camera_world.describe(),
         seed: scenario.run.seed,
         duration_s: obs.duration_s,
         gnss_lost_s: scenario.gnss_lost.map(|w| [w.start_s, w.end_s]),
@@ -802,11 +807,11 @@ mod live {
     };
     use crate::matching::EmbeddingDtype;
     use crate::pipeline::{open_cache, Pipeline, PipelineConfig, PipelineParts};
-    use crate::rectify::{CameraCalibration, CameraModel};
+    use crate::rectify::{CameraCalibration, CameraModel, Pose};
     use crate::sim::autopilot::{self, FakeAutopilot};
     use crate::sim::camera::SimCamera;
     use crate::sim::plot::{self, PlotData};
-    use crate::sim::render::OrthoMap;
+    use crate::sim::render::{view_on_map, OrthoMap};
 
     /// A finished run: its summary, what it observed, and where it wrote.
     #[derive(Debug)]
@@ -847,6 +852,97 @@ mod live {
                 hint: hint.to_owned(),
             })
         }
+    }
+
+    /// The world the camera renders from: the map itself, or `[map] camera_ortho`, with the appearance's world
+    /// part applied and moved by its misregistration; refused when it does not cover every frame of the flight.
+    fn camera_world(
+        scenario: &Scenario,
+        options: &RunOptions,
+        map: &Arc<OrthoMap>,
+        trajectory: &Trajectory,
+        calibration: &CameraCalibration,
+    ) -> Result<Arc<OrthoMap>, SimError> {
+        let world = &scenario.camera_world;
+        let a = &world.appearance;
+        let key = "[map] camera_ortho";
+        if world.separate {
+            check_exists(
+                scenario,
+                "map",
+                "camera_ortho",
+                &world.ortho,
+                &options.data.missing_hint(&world.ortho),
+            )?;
+        } else if a.world_is_identity() && a.misregistration_m == [0.0; 2] {
+            return Ok(Arc::clone(map));
+        }
+        let base = if world.separate {
+            OrthoMap::open(
+                &world.ortho,
+                &OrthoOptions {
+                    crs: world.crs.clone(),
+                    ..OrthoOptions::default()
+                },
+            )
+            .map_err(|e| SimError::step(format!("{}: {key}", scenario.file.display()), e))?
+        } else {
+            (**map).clone()
+        };
+        let mut image = base.image().clone();
+        a.apply_world(&mut image)
+            .map_err(|e| SimError::step(format!("{}: [appearance]", scenario.file.display()), e))?;
+        let camera_map = OrthoMap::from_parts(
+            image,
+            a.shift_geotransform(base.geotransform()),
+            base.zone(),
+        )
+        .map_err(|e| SimError::step(format!("{}: {key}", scenario.file.display()), e))?;
+        // Every 0.5 s of the flight, the ground the pipeline matches (the cache tile's square, in any
+        // orientation, below the vehicle and below the optical axis) must lie on the camera world.
+        let camera = CameraModel::new(calibration);
+        let radius_m = scenario.cache.footprint_m * std::f64::consts::FRAC_1_SQRT_2;
+        let duration_s = options.duration_s.unwrap_or(scenario.run.duration_s);
+        let steps = (duration_s / 0.5).ceil() as usize;
+        for k in 0..=steps {
+            let t = (k as f64 * 0.5).min(duration_s);
+            let st = trajectory.state(t);
+            let pose = Pose::from_euler(st.roll_rad, st.pitch_rad, st.yaw_rad, st.height_agl_m);
+            let on = view_on_map(
+                &camera_map,
+                &camera,
+                (st.lat_deg, st.lon_deg),
+                &pose,
+                radius_m,
+            )
+            .map_err(|e| SimError::step(format!("{}: {key}", scenario.file.display()), e))?;
+            if !on {
+                return Err(SimError::step(
+                    format!("{}: {key}", scenario.file.display()),
+                    format!(
+                        "{} does not cover the flight: at {t:.1} s the {:.1} m square the pipeline \
+                         matches lies partly off that image (vehicle at lat {:.6}, lon {:.6}, {:.0} m up); \
+                         use imagery that covers the whole flight",
+                        world.ortho.display(),
+                        scenario.cache.footprint_m,
+                        st.lat_deg,
+                        st.lon_deg,
+                        st.height_agl_m
+                    ),
+                ));
+            }
+        }
+        log::info!(
+            "camera world: {} ({}), appearance {}",
+            world.ortho.display(),
+            if world.separate {
+                "not the map"
+            } else {
+                "the map's own pixels"
+            },
+            world.preset.name()
+        );
+        Ok(Arc::new(camera_map))
     }
 
     fn sha256_file(path: &Path) -> Result<String, SimError> {
@@ -1041,6 +1137,9 @@ mod live {
             Trajectory::new(centre, &scenario.flight)
                 .map_err(|e| SimError::step(what("[flight]"), e))?,
         );
+        let calibration = CameraCalibration::load(&scenario.camera.calib)
+            .map_err(|e| SimError::step(what("[camera] calib"), e))?;
+        let camera_map = camera_world(scenario, options, &map, &trajectory, &calibration)?;
 
         log::info!(
             "model {} on {} ({})",
@@ -1053,8 +1152,6 @@ mod live {
             open_cache(&cache_path, encoder.manifest())
                 .map_err(|e| SimError::step(format!("tile cache {}", cache_path.display()), e))?,
         );
-        let calibration = CameraCalibration::load(&scenario.camera.calib)
-            .map_err(|e| SimError::step(what("[camera] calib"), e))?;
 
         let mut link_config = LinkConfig::new(
             LinkAddress::parse("udpin:127.0.0.1:0")
@@ -1119,7 +1216,7 @@ mod live {
 
         let scenario_arc = Arc::new(scenario.clone());
         let camera = SimCamera::new(
-            Arc::clone(&map),
+            camera_map,
             CameraModel::new(&calibration),
             Arc::clone(&trajectory),
             Arc::clone(&scenario_arc),

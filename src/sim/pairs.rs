@@ -49,6 +49,7 @@ use serde::Serialize;
 
 use crate::geodesy::{Geodetic, LocalFrame};
 use crate::rectify::{rectify, CameraModel, Pose, RectifyError, RectifyLimits, RectifyTarget};
+use crate::sim::appearance::{Appearance, AppearancePreset};
 use crate::sim::photometric::PhotometricRange;
 use crate::sim::render::{render_with, OrthoMap, RenderError};
 
@@ -95,6 +96,9 @@ pub struct PairsConfig {
     pub seed: u64,
     /// Photometric changes of the drone views.
     pub photometric: PhotometricRange,
+    /// "Another day": an appearance change of this strength drawn for every drone view
+    /// ([`crate::sim::appearance`]; its world part on the rendered view, then its camera part).
+    pub appearance: AppearancePreset,
     /// Redraws allowed per view before the run fails.
     pub max_redraws: u32,
     /// The camera's name, recorded in `pairs.json`.
@@ -110,6 +114,7 @@ impl Default for PairsConfig {
             val_fraction: 0.25,
             seed: 0,
             photometric: PhotometricRange::default(),
+            appearance: AppearancePreset::None,
             max_redraws: 100,
             camera_name: String::new(),
         }
@@ -772,7 +777,21 @@ fn draw_view(
     let true_lat_lon = (t.lat_deg, t.lon_deg);
 
     let photometric = config.photometric.sample(rng);
-    let frame = render_with(map, camera, vehicle, &pose, &photometric, rng).map_err(render_err)?;
+    let mut frame =
+        render_with(map, camera, vehicle, &pose, &photometric, rng).map_err(render_err)?;
+    if config.appearance != AppearancePreset::None {
+        // The world part is a per-pixel colour change, so applying it to the rendered view equals rendering a
+        // changed map. The misregistration is left out: a view's centre is already uniform within half a
+        // stride of its tile's, a wider label noise than the presets' 1-4 m. Motion blur: 5 m/s in a random
+        // direction over the exposure time.
+        let a = Appearance::draw(config.appearance, rng);
+        a.apply_world(&mut frame.image)
+            .map_err(|e| render_err(RenderError::from(e)))?;
+        let dir = rng.random_range(0.0..std::f32::consts::TAU);
+        let blur_px = (5.0 * f64::from(a.exposure_time_s) * k.fx / height_m) as f32;
+        a.apply_frame(&mut frame.image, blur_px, [dir.cos(), dir.sin()], rng)
+            .map_err(|e| render_err(RenderError::from(e)))?;
+    }
 
     let err_rpy_deg = [
         ATTITUDE_SIGMA_DEG * normal(rng),
@@ -881,6 +900,7 @@ struct SettingsJson<'a> {
     heading_error_sigma_deg: f64,
     height_error_frac: f64,
     photometric: PhotometricJson,
+    appearance: &'static str,
 }
 
 /// [`PhotometricRange`], as recorded.
@@ -1089,6 +1109,7 @@ fn finish(
                     jpeg_probability: p.jpeg_probability,
                 }
             },
+            appearance: config.appearance.name(),
         },
         orthos,
         counts: &total,

@@ -263,7 +263,7 @@ impl PhotometricRange {
 }
 
 /// Separable Gaussian blur of an interleaved RGB f32 buffer, edges clamped, kernel radius ceil(3 sigma).
-fn gaussian_blur(buf: &mut [f32], w: usize, h: usize, sigma: f32) {
+pub(crate) fn gaussian_blur(buf: &mut [f32], w: usize, h: usize, sigma: f32) {
     let radius = (3.0 * sigma).ceil().max(1.0) as isize;
     let kernel: Vec<f32> = (-radius..=radius)
         .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
@@ -299,23 +299,33 @@ fn gaussian_blur(buf: &mut [f32], w: usize, h: usize, sigma: f32) {
     }
 }
 
-/// Adds independent Gaussian noise to every sample (Box-Muller, two samples per pair of uniforms).
+/// Adds independent Gaussian noise of standard deviation `sigma` to every sample.
 fn add_noise(buf: &mut [f32], sigma: f32, rng: &mut impl rand::Rng) {
+    add_noise_with(buf, rng, |_| sigma);
+}
+
+/// Adds independent Gaussian noise to every sample, of standard deviation `sigma_of(sample)` (Box-Muller, two
+/// samples per pair of uniforms).
+pub(crate) fn add_noise_with(
+    buf: &mut [f32],
+    rng: &mut impl rand::Rng,
+    sigma_of: impl Fn(f32) -> f32,
+) {
     for pair in buf.chunks_mut(2) {
         // 1 - u lies in (0, 1], so the logarithm is finite.
         let u1 = 1.0 - rng.random::<f64>();
         let u2 = rng.random::<f64>();
         let r = (-2.0 * u1.ln()).sqrt();
         let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-        pair[0] += sigma * (r * c) as f32;
+        pair[0] += sigma_of(pair[0]) * (r * c) as f32;
         if let Some(v) = pair.get_mut(1) {
-            *v += sigma * (r * s) as f32;
+            *v += sigma_of(*v) * (r * s) as f32;
         }
     }
 }
 
 /// Encodes `img` as JPEG at `quality` and decodes it back in place.
-fn jpeg_round_trip(img: &mut RgbImage, quality: u8) -> Result<(), PhotometricError> {
+pub(crate) fn jpeg_round_trip(img: &mut RgbImage, quality: u8) -> Result<(), PhotometricError> {
     let err = |source| PhotometricError::Jpeg { quality, source };
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)

@@ -341,6 +341,34 @@ pub fn render(
     Ok(map.draw(size.width, size.height, k, &grid, ground))
 }
 
+/// Whether the ground within `radius_m` of the points below the vehicle and below the optical axis of the
+/// camera at `vehicle` (lat, lon) in `pose` lies on `map` (checked on a ring of 16 points and the centres).
+pub fn view_on_map(
+    map: &OrthoMap,
+    camera: &CameraModel,
+    vehicle: (f64, f64),
+    pose: &Pose,
+    radius_m: f64,
+) -> Result<bool, RenderError> {
+    let view = pose.view(camera);
+    let grid = MapGrid::new(map, &ground_frame(vehicle)?)?;
+    let (mw, mh) = map.dimensions();
+    let axis = view
+        .ground_point(&Vector3::z())
+        .map_or((0.0, 0.0), |g| (g.x, g.y));
+    let on = |n: f64, e: f64| {
+        let (x, y) = grid.map_px(n, e);
+        (0.0..=f64::from(mw)).contains(&x) && (0.0..=f64::from(mh)).contains(&y)
+    };
+    Ok([(0.0, 0.0), axis].iter().all(|&(n0, e0)| {
+        on(n0, e0)
+            && (0..16).all(|k| {
+                let a = f64::from(k) * std::f64::consts::TAU / 16.0;
+                on(n0 + radius_m * a.cos(), e0 + radius_m * a.sin())
+            })
+    }))
+}
+
 /// [`render`], then the photometric change `photometric` with randomness from `rng`.
 pub fn render_with(
     map: &OrthoMap,

@@ -58,6 +58,7 @@ use crate::config_file::{self, ConfigFile, ConfigFileError};
 use crate::data::DataDir;
 use crate::encoder::EngineChoice;
 use crate::localize::LocalizerConfig;
+use crate::sim::appearance::{Appearance, AppearancePreset};
 
 /// A scenario file that cannot be used: the error shared by every TOML file vimgeo reads (see
 /// [`crate::config_file`]). Every message names the file; value errors name the `[section] key`.
@@ -99,16 +100,61 @@ pub struct RawScenario {
     /// `[localize]`: the localizer's configuration, as in the onboard file.
     #[serde(default)]
     pub localize: Option<LocalizerConfig>,
+    /// `[appearance]`: how the world the camera sees differs from the map.
+    #[serde(default)]
+    pub appearance: RawAppearance,
+}
+
+/// `[appearance]`: a preset (`none`, `mild`, `strong`; default `none`) drawn with the run's seed, then any
+/// value overridden (see [`crate::sim::appearance`] for what each does and its range).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppearance {
+    /// The preset.
+    pub preset: Option<String>,
+    /// Override of the same field of [`Appearance`].
+    pub exposure_gain: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub white_balance: Option<[f32; 3]>,
+    /// Override of the same field of [`Appearance`].
+    pub gamma: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub vegetation_hue_deg: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub vegetation_saturation: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub ground_saturation: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub haze: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub misregistration_m: Option<[f64; 2]>,
+    /// Override of the same field of [`Appearance`].
+    pub vignetting: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub exposure_time_s: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub defocus_sigma_px: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub read_noise: Option<f32>,
+    /// Override of the same field of [`Appearance`].
+    pub shot_noise_gain: Option<f32>,
+    /// 0: no JPEG.
+    pub jpeg_quality: Option<u8>,
 }
 
 /// `[map]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMap {
-    /// The orthophoto (GeoTIFF, or an image with a world file).
+    /// The orthophoto (GeoTIFF, or an image with a world file): the map the tile cache is built from.
     pub ortho: PathBuf,
     /// Its CRS when the file carries none (`EPSG:32612`).
     pub crs: Option<String>,
+    /// The imagery the camera renders from, when it is not the map (another day, another sensor):
+    /// co-registered with the map, any UTM CRS, any ground sample.
+    pub camera_ortho: Option<PathBuf>,
+    /// Its CRS when the file carries none.
+    pub camera_crs: Option<String>,
 }
 
 /// `[model]`.
@@ -395,6 +441,42 @@ pub struct Scenario {
     pub run: RunPlan,
     /// The localizer.
     pub localize: LocalizerConfig,
+    /// The world the camera sees.
+    pub camera_world: CameraWorld,
+}
+
+/// The world the simulated camera sees: an orthophoto (the map's own unless `[map] camera_ortho` names
+/// another) and the appearance change applied to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraWorld {
+    /// The orthophoto the camera renders from.
+    pub ortho: PathBuf,
+    /// Its CRS when the file carries none.
+    pub crs: Option<String>,
+    /// Whether it is another image than the map.
+    pub separate: bool,
+    /// The preset the appearance was drawn from.
+    pub preset: AppearancePreset,
+    /// The appearance change, drawn and overridden.
+    pub appearance: Appearance,
+}
+
+impl CameraWorld {
+    /// What the camera and the map share, for summaries: `the map's own pixels, appearance none` or
+    /// `another image (FILE), appearance mild (misregistration 1.2 m)`.
+    pub fn describe(&self) -> String {
+        let image = if self.separate {
+            format!("another image ({})", self.ortho.display())
+        } else {
+            "the map's own pixels".to_owned()
+        };
+        let [e, n] = self.appearance.misregistration_m;
+        format!(
+            "{image}, appearance {} (misregistration {:.1} m)",
+            self.preset.name(),
+            e.hypot(n)
+        )
+    }
 }
 
 impl Scenario {
@@ -684,10 +766,18 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         return Err(cf.invalid("localize", "", e.to_string()));
     }
 
+    let ortho = cf.path(&raw.map.ortho);
+    let camera_world = resolve_appearance(&cf, raw.appearance, run.seed, {
+        match raw.map.camera_ortho {
+            Some(p) => (cf.path(&p), raw.map.camera_crs, true),
+            None => (ortho.clone(), raw.map.crs.clone(), false),
+        }
+    })?;
+
     Ok(Scenario {
         file: file.to_path_buf(),
         name,
-        ortho: cf.path(&raw.map.ortho),
+        ortho,
         crs: raw.map.crs,
         model,
         cache,
@@ -698,6 +788,59 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         faults,
         run,
         localize,
+        camera_world,
+    })
+}
+
+/// `[appearance]`: the preset drawn with the run's seed (its own stream, so adding an appearance changes no
+/// other random draw of the run), then the overrides; every value checked.
+fn resolve_appearance(
+    cf: &ConfigFile,
+    raw: RawAppearance,
+    seed: u64,
+    (ortho, crs, separate): (PathBuf, Option<String>, bool),
+) -> Result<CameraWorld, ScenarioError> {
+    use rand::SeedableRng;
+    let preset = cf.one_of(
+        "appearance",
+        "preset",
+        raw.preset.as_deref().unwrap_or("none"),
+        AppearancePreset::NAMES,
+    )?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0a99_ea2a_4ce0_0001);
+    let mut a = Appearance::draw(preset, &mut rng);
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = raw.$field { a.$field = v; })* };
+    }
+    set!(
+        exposure_gain,
+        white_balance,
+        gamma,
+        vegetation_hue_deg,
+        vegetation_saturation,
+        ground_saturation,
+        haze,
+        misregistration_m,
+        vignetting,
+        exposure_time_s,
+        defocus_sigma_px,
+        read_noise,
+        shot_noise_gain
+    );
+    if let Some(q) = raw.jpeg_quality {
+        a.jpeg_quality = (q > 0).then_some(q);
+    }
+    if let Err(crate::sim::photometric::PhotometricError::Parameter { field, value, why }) =
+        a.validate()
+    {
+        return Err(cf.invalid("appearance", field, format!("is {value}; it {why}")));
+    }
+    Ok(CameraWorld {
+        ortho,
+        crs,
+        separate,
+        preset,
+        appearance: a,
     })
 }
 
@@ -741,6 +884,71 @@ height_agl_m = 30.0
         let s = parse(&MINIMAL.replace("map.png", "data:imagery/map.png")).unwrap();
         assert_eq!(s.ortho, Path::new("/data/imagery/map.png"));
         assert!(s.gnss_ok(10.0));
+    }
+
+    #[test]
+    fn the_appearance_is_drawn_from_the_seed_and_overridden_per_value() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.camera_world.preset, AppearancePreset::None);
+        assert_eq!(s.camera_world.appearance, Appearance::none());
+        assert!(!s.camera_world.separate && s.camera_world.ortho == s.ortho);
+
+        let mild = format!("{MINIMAL}[appearance]\npreset = \"mild\"\n");
+        let a = parse(&mild).unwrap().camera_world;
+        assert_eq!(a.preset, AppearancePreset::Mild);
+        assert_ne!(a.appearance, Appearance::none());
+        assert_eq!(
+            a,
+            parse(&mild).unwrap().camera_world,
+            "same seed, same draw"
+        );
+        let other = parse(&format!("{mild}[run]\nseed = 99\n"))
+            .unwrap()
+            .camera_world;
+        assert_ne!(a.appearance, other.appearance, "another seed, another draw");
+
+        let set = parse(&format!(
+            "{mild}haze = 0.3\nmisregistration_m = [2.0, -1.0]\njpeg_quality = 0\n"
+        ))
+        .unwrap()
+        .camera_world
+        .appearance;
+        assert_eq!(
+            (set.haze, set.misregistration_m, set.jpeg_quality),
+            (0.3, [2.0, -1.0], None)
+        );
+        assert!(parse(&format!("{mild}haze = 0.3\n"))
+            .unwrap()
+            .camera_world
+            .describe()
+            .contains("appearance mild"));
+
+        let e = parse(&format!("{MINIMAL}[appearance]\npreset = \"winter\"\n")).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "[appearance] preset: \"winter\" is not \"none\", \"mild\" or \"strong\""
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("{MINIMAL}[appearance]\nhaze = 2.0\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[appearance] haze: is 2; it must be in 0..=1"),
+            "{e}"
+        );
+
+        let other_map = MINIMAL.replace(
+            "crs = \"EPSG:32612\"",
+            "crs = \"EPSG:32612\"\ncamera_ortho = \"data:imagery/day2.tif\"",
+        );
+        let w = parse(&other_map).unwrap().camera_world;
+        assert!(w.separate && w.ortho == Path::new("/data/imagery/day2.tif") && w.crs.is_none());
+        assert!(
+            w.describe()
+                .starts_with("another image (/data/imagery/day2.tif)"),
+            "{}",
+            w.describe()
+        );
     }
 
     #[test]
