@@ -5,16 +5,16 @@
 #
 #   models/scripts/cache_eval.sh       # needs the pair folder of models/scripts/demo_model.sh (its step 1)
 #
-# Knobs (environment): PY (python), WORK (default target/demo-model), ORT_DYLIB_PATH (else the Python
-# environment's ONNX Runtime, as `vimgeo` finds it).
+# Knobs (environment): PY (python), WORK (default target/demo-model), PAIRS (default $WORK/pairs), OUT
+# (default $WORK/cache-eval), ORT_DYLIB_PATH (else the Python environment's ONNX Runtime, as `vimgeo` finds it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 PY=${PY:-$(make -s -C "$ROOT" print-python)}
 WORK=${WORK:-$ROOT/target/demo-model}
-PAIRS=$WORK/pairs
-OUT=$WORK/cache-eval
+PAIRS=${PAIRS:-$WORK/pairs}
+OUT=${OUT:-$WORK/cache-eval}
 if [[ ! -f $PAIRS/samples.csv ]]; then
   echo "no pair folder at $PAIRS: run models/scripts/demo_model.sh (its first step writes it)" >&2
   exit 2

@@ -60,3 +60,23 @@ def test_bad_query_files_name_the_file_and_line(tmp_path, capsys):
     assert main(["--pairs", str(pairs), "--query", str(q), "--label", "perfect"]) == 0
     table = capsys.readouterr().out
     assert "| split | perfect |" in table and "100.0" in table
+
+
+def test_the_fitted_temperature_recovers_the_one_that_drew_the_answers():
+    """Views whose right tile is drawn from softmax(s / 0.05): the fit finds 0.05 back (within sampling
+    noise), and a sharper or flatter truth moves it the same way."""
+    from vimgeo.cache_eval import fit_temperature
+
+    rng = np.random.default_rng(0)
+
+    def windows(t: float) -> list[tuple[np.ndarray, int]]:
+        out = []
+        for _ in range(3000):
+            s = rng.normal(0.5, 0.1, size=40)
+            p = np.exp((s - s.max()) / t)
+            out.append((s, int(rng.choice(40, p=p / p.sum()))))
+        return out
+
+    fitted = fit_temperature(windows(0.05))
+    assert abs(fitted - 0.05) < 0.005, fitted
+    assert fit_temperature(windows(0.02)) < fitted < fit_temperature(windows(0.2))

@@ -1,4 +1,5 @@
-"""Classical baseline for the demo model: zero-mean normalised cross-correlation (NCC) with a shift search.
+"""Classical baselines for the demo model: zero-mean normalised cross-correlation (NCC) with a shift search,
+and ORB keypoints matched with RANSAC (``orb_similarity_paths``, below), as keypoint-based UAV localizers do.
 
 What it does, per query (a rectified, north-up drone view) and gallery tile (a north-up orthophoto tile of the
 same ground size), both converted to grayscale and downsampled to ``size`` px (area filter):
@@ -124,3 +125,62 @@ def ncc_similarity_paths(
     """``ncc_similarity`` of image files (loaded with ``load_gray``)."""
     with torch.inference_mode():
         return ncc_similarity(load_gray(query_paths, cfg.size), load_gray(gallery_paths, cfg.size), cfg)
+
+
+@dataclass(frozen=True)
+class OrbConfig:
+    """ORB keypoints + a RANSAC similarity transform: a tile's score is the number of inlier matches.
+
+    Both images are resized to ``size`` px (ORB's FAST corners and 31 px patches need more than the 128 px
+    views have), ``features`` keypoints each, matched by Hamming distance with Lowe's ratio test, then
+    ``cv2.estimateAffinePartial2D`` (rotation, uniform scale, shift: what heading and height errors of the
+    rectification leave) with a ``ransac_px`` reprojection threshold. Ties (few inliers) break on the number
+    of ratio-test matches. Needs ``opencv-python-headless`` (models/requirements-eval.txt): an evaluation
+    extra, not a dependency of the package.
+    """
+
+    size: int = 256
+    features: int = 500
+    ratio: float = 0.8
+    ransac_px: float = 4.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "orb-ransac", **asdict(self)}
+
+
+def orb_similarity_paths(
+    query_paths: Sequence[str | Path], gallery_paths: Sequence[str | Path], cfg: OrbConfig = OrbConfig()
+) -> Tensor:
+    """``[Q, G]`` scores: RANSAC inliers of ORB matches (+ ratio-test matches / 1000 to break ties)."""
+    import cv2  # the evaluation extra (see OrbConfig)
+
+    orb = cv2.ORB_create(nfeatures=cfg.features)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def features(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+        gray = Image.open(path).convert("L").resize((cfg.size, cfg.size), Image.Resampling.BICUBIC)
+        gray = np.asarray(gray)
+        keypoints, descriptors = orb.detectAndCompute(gray, None)
+        return np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors
+
+    gallery = [features(p) for p in gallery_paths]
+    out = torch.zeros(len(query_paths), len(gallery), dtype=torch.float32)
+    for qi, path in enumerate(query_paths):
+        q_pts, q_des = features(path)
+        if q_des is None or len(q_des) < 2:
+            continue
+        for gi, (g_pts, g_des) in enumerate(gallery):
+            if g_des is None or len(g_des) < 2:
+                continue
+            pairs = matcher.knnMatch(q_des, g_des, k=2)
+            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < cfg.ratio * p[1].distance]
+            inliers = 0
+            if len(good) >= 3:
+                src = q_pts[[m.queryIdx for m in good]]
+                dst = g_pts[[m.trainIdx for m in good]]
+                _, mask = cv2.estimateAffinePartial2D(
+                    src, dst, method=cv2.RANSAC, ransacReprojThreshold=cfg.ransac_px
+                )
+                inliers = int(mask.sum()) if mask is not None else 0
+            out[qi, gi] = inliers + len(good) / 1000.0
+    return out

@@ -11,6 +11,12 @@ tiles (ask for all of them: ``--top-k`` at least the cache's size):
 - ``split``: the tiles within 1 m of a satellite tile of the split (the pair folder's own gallery);
 - ``prior``: the tiles within ``--prior-m`` of the view's true ground point (a prior window, as onboard).
 
+For the ``prior`` gallery it also fits the model's *frame temperature*: the ``T`` that makes
+``softmax(similarity / T)`` over the window's tiles the best-calibrated probability that the nearest tile
+is the right one (maximum likelihood over the views; temperature scaling, Guo et al. 2017). It is a property
+of the model on that kind of view (appearance gap included), the input a localizer needs to turn
+similarities into likelihoods of independent looks.
+
     python -m vimgeo.cache_eval --pairs target/demo-model/pairs --query trained.jsonl --label trained
 """
 
@@ -63,6 +69,7 @@ def score(pairs: str | Path, query: str | Path, split: str = "val", prior_m: flo
     if missing:
         raise QueryError(f"{query}: no line for {len(missing)} {split} views, e.g. {missing[0]}")
     found: dict[str, list[tuple[int, float, int]]] = {"all": [], "split": [], "prior": []}
+    windows: list[tuple[np.ndarray, int]] = []  # (similarities in the prior window, index of the nearest)
     for v in views:
         rows = results[v.path.resolve()]
         pos = ecef_m(rows[:, 0], rows[:, 1])
@@ -76,6 +83,8 @@ def score(pairs: str | Path, query: str | Path, split: str = "val", prior_m: flo
                 continue
             order = idx[np.argsort(-sim[idx], kind="stable")]
             nearest = idx[np.argmin(dist[idx])]
+            if name == "prior":
+                windows.append((sim[idx], int(np.argmin(dist[idx]))))
             found[name].append((int(np.flatnonzero(order == nearest)[0]), float(dist[order[0]]), idx.size))
     out = {}
     for name, rows in found.items():
@@ -89,8 +98,43 @@ def score(pairs: str | Path, query: str | Path, split: str = "val", prior_m: flo
             "r5": 100.0 * float(np.mean(a[:, 0] < 5)),
             "median_m": float(np.median(a[:, 1])),
             "p90_m": float(np.percentile(a[:, 1], 90)),
+            "p95_m": float(np.percentile(a[:, 1], 95)),
         }
+    if windows:
+        out["prior"]["temperature"] = fit_temperature(windows)
     return out
+
+
+def fit_temperature(windows: Sequence[tuple[np.ndarray, int]]) -> float:
+    """The ``T`` minimising the mean negative log-likelihood of the right tile under ``softmax(s / T)``.
+
+    ``windows``: per view, the similarities of its candidate tiles and the index of the right one. A golden-
+    section search on ``log T`` over 1e-3..10 (the likelihood is unimodal in ``T``), to 0.1 % of ``T``.
+    """
+
+    def nll(log_t: float) -> float:
+        t = np.exp(log_t)
+        total = 0.0
+        for s, k in windows:
+            z = s / t
+            m = z.max()
+            total += m + np.log(np.exp(z - m).sum()) - z[k]
+        return total / len(windows)
+
+    lo, hi = np.log(1e-3), np.log(10.0)
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    while hi - lo > 1e-3:
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2.0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,8 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = args.label or [Path(q).stem for q in args.query]
     if len(labels) != len(args.query):
         p.error("--label needs one name per --query file")
-    print("| gallery | model | views | tiles (median) | R@1 % | R@5 % | median error m | p90 error m |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| gallery | model | views | tiles (median) | R@1 % | R@5 % | median error m | p90 error m "
+        "| p95 error m |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     scored = [
         (label, score(args.pairs, q, args.split, args.prior_m))
         for label, q in zip(labels, args.query, strict=True)
@@ -117,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(
                 f"| {gallery} | {label} | {r['views']} | {r['gallery']:.0f} | {r['r1']:.1f} | {r['r5']:.1f} "
-                f"| {r['median_m']:.1f} | {r['p90_m']:.1f} |"
+                f"| {r['median_m']:.1f} | {r['p90_m']:.1f} | {r['p95_m']:.1f} |"
             )
+    for label, result in scored:
+        if "temperature" in result.get("prior", {}):
+            print(f"\n{label}: frame temperature in the prior window {result['prior']['temperature']:.4f}")
     return 0
 
 

@@ -22,6 +22,7 @@ or the classical baseline (``vimgeo.baseline``, normalised cross-correlation)::
     python -m vimgeo.geo_eval --pairs DIR --checkpoint runs/vimgeo-demo/final.pt --out demo.json
     python -m vimgeo.geo_eval --pairs DIR --untrained demo --seed 0 --out untrained.json
     python -m vimgeo.geo_eval --pairs DIR --baseline ncc --out ncc.json
+    python -m vimgeo.geo_eval --pairs DIR --baseline orb --out orb.json   # needs models/requirements-eval.txt
     python -m vimgeo.geo_eval --markdown demo.json untrained.json ncc.json     # comparison table
 """
 
@@ -433,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     method = ap.add_mutually_exclusive_group()
     method.add_argument("--checkpoint", type=Path, help="training checkpoint (.pt) written by vimgeo.train")
     method.add_argument("--untrained", metavar="CONFIG", help="training config (name, .toml): random weights")
-    method.add_argument("--baseline", choices=("ncc",), help="classical baseline (vimgeo.baseline)")
+    method.add_argument("--baseline", choices=("ncc", "orb"), help="classical baseline (vimgeo.baseline)")
     ap.add_argument("--markdown", nargs="+", type=Path, metavar="RESULTS", help="comparison table of results")
     ap.add_argument("--seed", type=int, default=0, help="random init seed (--untrained)")
     ap.add_argument("--split", default="val")
@@ -459,7 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = load_split(args.pairs, args.split)
     record: dict[str, Any] = {"pairs": str(args.pairs), "split": args.split}
-    if args.baseline:
+    if args.baseline == "orb":
+        from vimgeo.baseline import OrbConfig, orb_similarity_paths
+
+        orb = OrbConfig()
+        sim = orb_similarity_paths([q.path for q in data.queries], [g.path for g in data.gallery], orb)
+        record.update(method=args.name or "ORB + RANSAC baseline", baseline=orb.describe())
+    elif args.baseline:
         from vimgeo.baseline import NccConfig, ncc_similarity_paths
 
         ncc = NccConfig(size=args.ncc_size, max_shift=args.ncc_max_shift)

@@ -47,6 +47,13 @@ pub(crate) struct SimArgs {
     /// Also print the summary as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Override the scenario's appearance: none, mild or strong, drawn with its seed (its `[appearance]`
+    /// overrides are dropped). The run's name (and output folder) gets `-PRESET`.
+    #[arg(long, value_name = "PRESET", value_parser = geometry::parse_appearance)]
+    appearance: Option<vimgeo::sim::appearance::AppearancePreset>,
+    /// Override the flight's height above ground, metres. The run's name gets `-hHEIGHT`.
+    #[arg(long, value_name = "M")]
+    height: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,7 +99,18 @@ pub(crate) fn sim(args: &SimArgs) -> anyhow::Result<()> {
         ),
     };
     let data = super::data_dir();
-    let scenario = Scenario::load(&scenario_path, &data)?;
+    let mut scenario = Scenario::load(&scenario_path, &data)?;
+    if let Some(preset) = args.appearance {
+        scenario.set_appearance(preset);
+        scenario.name = format!("{}-{}", scenario.name, preset.name());
+    }
+    if let Some(h) = args.height {
+        if !(h.is_finite() && h > 0.0) {
+            bail!("--height must be a positive number of metres");
+        }
+        scenario.flight.height_agl_m = h;
+        scenario.name = format!("{}-h{h}", scenario.name);
+    }
     let base = repo.clone().unwrap_or_else(|| PathBuf::from("."));
     let out_dir = args
         .out

@@ -480,6 +480,13 @@ impl CameraWorld {
 }
 
 impl Scenario {
+    /// Replaces the appearance with `preset`'s, drawn as `[appearance] preset` would be (same seed, same
+    /// draw); the file's per-value overrides are dropped.
+    pub fn set_appearance(&mut self, preset: AppearancePreset) {
+        self.camera_world.preset = preset;
+        self.camera_world.appearance = Appearance::draw(preset, &mut appearance_rng(self.run.seed));
+    }
+
     /// Reads and resolves `file`; `data:NAME` paths name files in `data`.
     pub fn load(file: &Path, data: &DataDir) -> Result<Scenario, ScenarioError> {
         Scenario::from_toml_str(&config_file::read(file, "scenario")?, file, data)
@@ -792,6 +799,12 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
     })
 }
 
+/// The appearance's own random stream, from the run's seed (adding an appearance changes no other draw).
+fn appearance_rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0a99_ea2a_4ce0_0001)
+}
+
 /// `[appearance]`: the preset drawn with the run's seed (its own stream, so adding an appearance changes no
 /// other random draw of the run), then the overrides; every value checked.
 fn resolve_appearance(
@@ -800,15 +813,13 @@ fn resolve_appearance(
     seed: u64,
     (ortho, crs, separate): (PathBuf, Option<String>, bool),
 ) -> Result<CameraWorld, ScenarioError> {
-    use rand::SeedableRng;
     let preset = cf.one_of(
         "appearance",
         "preset",
         raw.preset.as_deref().unwrap_or("none"),
         AppearancePreset::NAMES,
     )?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0a99_ea2a_4ce0_0001);
-    let mut a = Appearance::draw(preset, &mut rng);
+    let mut a = Appearance::draw(preset, &mut appearance_rng(seed));
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = raw.$field { a.$field = v; })* };
     }
