@@ -125,7 +125,9 @@ pub(crate) struct PairsArgs {
     appearance: vimgeo::sim::appearance::AppearancePreset,
 }
 
-pub(crate) fn parse_appearance(s: &str) -> Result<vimgeo::sim::appearance::AppearancePreset, String> {
+pub(crate) fn parse_appearance(
+    s: &str,
+) -> Result<vimgeo::sim::appearance::AppearancePreset, String> {
     vimgeo::sim::appearance::AppearancePreset::parse(s)
         .ok_or_else(|| format!("{s:?} is not none, mild or strong"))
 }
