@@ -47,7 +47,7 @@
 use image::RgbImage;
 use rand::{Rng, RngExt};
 
-use crate::sim::photometric::{add_noise_with, gaussian_blur, jpeg_round_trip, PhotometricError};
+use crate::sim::photometric::{add_noise_with, gaussian_blur, store, PhotometricError};
 
 /// A named strength of the appearance change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,13 +363,7 @@ impl Appearance {
                 (read * read + shot * signal.max(0.0)).sqrt()
             });
         }
-        for (out, v) in img.iter_mut().zip(&buf) {
-            *out = v.round().clamp(0.0, 255.0) as u8;
-        }
-        if let Some(quality) = self.jpeg_quality {
-            jpeg_round_trip(img, quality)?;
-        }
-        Ok(())
+        store(img, &buf, self.jpeg_quality)
     }
 }
 

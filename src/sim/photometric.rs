@@ -158,14 +158,24 @@ impl Photometric {
         if self.noise_sigma > 0.0 {
             add_noise(&mut buf, self.noise_sigma, rng);
         }
-        for (out, v) in img.iter_mut().zip(&buf) {
-            *out = v.round().clamp(0.0, 255.0) as u8;
-        }
-        if let Some(quality) = self.jpeg_quality {
-            jpeg_round_trip(img, quality)?;
-        }
-        Ok(())
+        store(img, &buf, self.jpeg_quality)
     }
+}
+
+/// Writes the working buffer back into `img` (rounded, clamped to 0..=255), then the JPEG round trip at
+/// `jpeg_quality` if any: the last steps of a camera pipeline, shared with the appearance's camera part.
+pub(crate) fn store(
+    img: &mut RgbImage,
+    buf: &[f32],
+    jpeg_quality: Option<u8>,
+) -> Result<(), PhotometricError> {
+    for (out, v) in img.iter_mut().zip(buf) {
+        *out = v.round().clamp(0.0, 255.0) as u8;
+    }
+    if let Some(quality) = jpeg_quality {
+        jpeg_round_trip(img, quality)?;
+    }
+    Ok(())
 }
 
 impl Default for Photometric {
@@ -325,7 +335,7 @@ pub(crate) fn add_noise_with(
 }
 
 /// Encodes `img` as JPEG at `quality` and decodes it back in place.
-pub(crate) fn jpeg_round_trip(img: &mut RgbImage, quality: u8) -> Result<(), PhotometricError> {
+fn jpeg_round_trip(img: &mut RgbImage, quality: u8) -> Result<(), PhotometricError> {
     let err = |source| PhotometricError::Jpeg { quality, source };
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
