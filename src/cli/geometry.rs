@@ -95,8 +95,8 @@ pub(crate) struct RectifyArgs {
 #[cfg_attr(not(feature = "gdal"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct PairsArgs {
-    /// An orthophoto, `PATH[:CRS][@train]` (repeatable; `data:NAME` for a file of the data folder): `:EPSG:32612` for a world-file image, `@train`
-    /// for one used for training only (no validation band).
+    /// An orthophoto, `PATH[:CRS][@train]` (repeatable; `data:NAME` for a file of the data folder):
+    /// `:EPSG:32612` for a world-file image, `@train` for one used for training only (no validation band).
     #[arg(long = "ortho", value_name = "PATH[:CRS][@train]", required = true)]
     orthos: Vec<String>,
     /// The folder to write (built in OUT.partial, renamed at the end; must not exist).

@@ -47,7 +47,9 @@
 use image::RgbImage;
 use rand::{Rng, RngExt};
 
-use crate::sim::photometric::{add_noise_with, gaussian_blur, store, PhotometricError};
+use crate::sim::photometric::{
+    add_noise_with, check_parameter, gaussian_blur, store, PhotometricError,
+};
 
 /// A named strength of the appearance change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,17 +216,7 @@ impl Appearance {
     /// Checks every value: finite, gains and sigmas >= 0, gamma > 0, haze and vignetting in 0..=1, JPEG
     /// quality in 1..=100. `field` names the value in the error.
     pub fn validate(&self) -> Result<(), PhotometricError> {
-        let check = |field: &'static str, v: f64, ok: bool, why: &'static str| {
-            if v.is_finite() && ok {
-                Ok(())
-            } else {
-                Err(PhotometricError::Parameter {
-                    field,
-                    value: v,
-                    why,
-                })
-            }
-        };
+        let check = check_parameter;
         let nonneg = |field, v: f32| check(field, f64::from(v), v >= 0.0, "must be >= 0");
         let unit = |field, v: f32| {
             check(

@@ -85,17 +85,7 @@ impl Photometric {
 
     /// Checks every field: finite, gamma > 0, contrast/gains/blur/noise >= 0, JPEG quality 1..=100.
     pub fn validate(&self) -> Result<(), PhotometricError> {
-        let check = |field: &'static str, v: f32, ok: bool, why: &'static str| {
-            if v.is_finite() && ok {
-                Ok(())
-            } else {
-                Err(PhotometricError::Parameter {
-                    field,
-                    value: f64::from(v),
-                    why,
-                })
-            }
-        };
+        let check = |field, v: f32, ok, why| check_parameter(field, f64::from(v), ok, why);
         check("brightness", self.brightness, true, "must be finite")?;
         check(
             "contrast",
@@ -181,6 +171,20 @@ pub(crate) fn store(
 impl Default for Photometric {
     fn default() -> Self {
         Self::identity()
+    }
+}
+
+/// `Ok` when `value` is finite and `ok`, else the error naming `field`, the value and `why` (what it must be).
+pub(crate) fn check_parameter(
+    field: &'static str,
+    value: f64,
+    ok: bool,
+    why: &'static str,
+) -> Result<(), PhotometricError> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(PhotometricError::Parameter { field, value, why })
     }
 }
 

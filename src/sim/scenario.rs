@@ -3,7 +3,8 @@
 //!
 //! Two steps, like the onboard configuration: [`RawScenario`] is the TOML as written (unknown keys refused),
 //! [`Scenario::from_toml_str`] checks every value once and resolves it (paths relative to the scenario file's
-//! folder, `data:NAME` in the data folder: [`crate::data`]), through the same [`crate::config_file`] checks. Every error names the file and the key:
+//! folder, `data:NAME` in the data folder: [`crate::data`]), through the same [`crate::config_file`] checks.
+//! Every error names the file and the key:
 //! `sim/scenarios/x.toml: [flight] speed_mps: is 0; it must be > 0`.
 //!
 //! ```toml
