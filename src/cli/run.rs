@@ -1,6 +1,6 @@
 //! `vimgeo run --config FILE`: the onboard main. Everything comes from one TOML file (documented example:
-//! `deploy/vimgeo.toml`); this module builds the camera source, the encoder, the tile cache (checked against
-//! the model) and the flight-controller link from it, spawns the pipeline, waits for SIGINT/SIGTERM, the end
+//! `deploy/vimgeo.toml`); this module opens the camera source and the pipeline's other parts from it
+//! ([`PipelineParts::open`]), spawns the pipeline, waits for SIGINT/SIGTERM, the end
 //! of a replay or `--duration`, and prints the run's summary.
 //!
 //! The environment is read here only: `$NOTIFY_SOCKET` (systemd), and ONNX Runtime's library search
@@ -13,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mavlink::dialects::ardupilotmega::MavSeverity;
 
 use vimgeo::camera::CameraSource;
-use vimgeo::encoder::{open_encoder, OrtLibrarySearch};
-use vimgeo::fc::FcLink;
+use vimgeo::encoder::OrtLibrarySearch;
 use vimgeo::pipeline::{
-    open_cache, CameraChoice, OnboardConfig, Pipeline, PipelineParts, ANCHORS_SIDECAR,
+    CameraChoice, EncoderSource, OnboardConfig, PartsConfig, Pipeline, PipelineParts,
+    ANCHORS_SIDECAR,
 };
-use vimgeo::rectify::CameraCalibration;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -58,57 +56,25 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         OrtLibrarySearch::from_vars(encoder_config.ort_library.explicit.take(), |name| {
             std::env::var_os(name)
         });
-    let encoder = open_encoder(&config.model.path, &encoder_config)
-        .with_context(|| format!("[model] path {}", config.model.path.display()))?;
-    log::info!(
-        "model {} on {} ({})",
-        encoder.manifest().name,
-        encoder.engine_name(),
-        encoder.device()
-    );
-    let link = Arc::new(FcLink::spawn(config.fc.clone())?);
-    log::info!("flight-controller link {}", link.link());
-    let cache = match open_cache(&config.cache.path, encoder.manifest()) {
-        Ok(cache) => Arc::new(cache),
-        Err(e) => {
-            // Tell the pilot too; give the link thread a moment to send it before it is dropped.
-            link.status_text(
-                MavSeverity::MAV_SEVERITY_ERROR,
-                "vimgeo: tile cache refused, see the log",
-            );
-            std::thread::sleep(Duration::from_millis(300));
-            return Err(e.into());
-        }
-    };
-    log::info!(
-        "tile cache {}: {} tiles",
-        config.cache.path.display(),
-        cache.len()
-    );
-    let calibration = CameraCalibration::load(&config.camera.calib)?;
-    if calibration.example {
-        log::warn!(
-            "camera calibration {} is an illustrative example, not a measurement of this camera: \
-             positions will be off (calib/README.md says how to calibrate)",
-            config.camera.calib.display()
-        );
-    }
     let camera = open_camera(&config)?;
     if let CameraChoice::Replay { folder, .. } = &config.camera.source {
         // A recording's frames are anchored as its live run anchored them, never on the link's GNSS now.
         config.pipeline.replay_anchors = Some(folder.join(ANCHORS_SIDECAR));
     }
-
-    let handle = Pipeline::spawn(
-        config.pipeline.clone(),
-        PipelineParts {
-            camera,
-            calibration,
-            encoder,
-            cache,
-            link: Some(link),
+    let parts = PipelineParts::open(
+        PartsConfig {
+            encoder: EncoderSource::Open {
+                path: config.model.path.clone(),
+                config: encoder_config,
+            },
+            cache: config.cache.path.clone(),
+            calibration: config.camera.calib.clone(),
+            link: Some(config.fc.clone()),
         },
-    )?;
+        camera,
+    )
+    .with_context(|| format!("{}", config.file.display()))?;
+    let handle = Pipeline::spawn(config.pipeline.clone(), parts)?;
     let started = Instant::now();
     let end = args.duration.map(|d| started + Duration::from_secs_f64(d));
     loop {

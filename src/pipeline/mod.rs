@@ -78,10 +78,10 @@ pub use self::watchdog::Notifier;
 use self::report::{FixLog, ReportSink};
 use self::stages::Progress;
 use crate::camera::CameraSource;
-use crate::encoder::{Encoder, ModelManifest};
-use crate::fc::FcLink;
+use crate::encoder::{open_encoder, Encoder, EncoderConfig, EncoderError, ModelManifest};
+use crate::fc::{FcError, FcLink, LinkConfig};
 use crate::matching::{CacheError, CacheExpectation, TileCache};
-use crate::rectify::CameraCalibration;
+use crate::rectify::{CalibError, CameraCalibration};
 
 /// Why the pipeline did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,21 @@ pub enum PipelineError {
     /// malformed (the message names the file, line and column).
     #[error(transparent)]
     Anchors(AnchorsError),
+    /// The model could not be opened (`[model] path`).
+    #[error("[model] path {}: {source}", path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: EncoderError,
+    },
+    /// The flight-controller link could not be opened (`[fc]`; the message names the link).
+    #[error(transparent)]
+    Link(FcError),
+    /// The camera calibration could not be read or was refused (the message names the file).
+    #[error(transparent)]
+    Calibration(CalibError),
     /// A thread could not be started.
     #[error("cannot start pipeline thread {thread}: {source}")]
     Spawn {
@@ -168,6 +183,100 @@ pub struct PipelineParts {
     /// The flight-controller link: poses when frames carry none, publishing, STATUSTEXT. `None`: no
     /// publishing (frames then need their own pose).
     pub link: Option<Arc<FcLink>>,
+}
+
+/// The model the pipeline runs: opened from its file, or one the caller already holds (the simulation
+/// builds its tile cache with it first; tests pass doubles).
+pub enum EncoderSource {
+    /// Open the exported model at `path` (its manifest beside it).
+    Open {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// Engine, threads, ONNX Runtime library search.
+        config: EncoderConfig,
+    },
+    /// An encoder already open.
+    Given(Box<dyn Encoder>),
+}
+
+/// What [`PipelineParts::open`] opens: the `[model]`, `[cache]`, `[camera] calib` and `[fc]` settings of
+/// an onboard configuration, or what a simulation scenario or a replay says instead.
+pub struct PartsConfig {
+    /// The model.
+    pub encoder: EncoderSource,
+    /// The tile cache; it must have been built with the model.
+    pub cache: PathBuf,
+    /// The camera's calibration file.
+    pub calibration: PathBuf,
+    /// The flight-controller link; `None`: no link (frames must then carry their own poses).
+    pub link: Option<LinkConfig>,
+}
+
+impl PipelineParts {
+    /// Opens the parts `config` names around `camera`, in the order a failure is cheapest to report: the
+    /// model, the flight-controller link (so a refused cache is told to the pilot by STATUSTEXT), the tile
+    /// cache (checked against the model), the calibration (an illustrative example is warned about).
+    /// `vimgeo run`, the simulation and the replay all build their pipeline here.
+    pub fn open(
+        config: PartsConfig,
+        camera: Box<dyn CameraSource>,
+    ) -> Result<PipelineParts, PipelineError> {
+        let encoder = match config.encoder {
+            EncoderSource::Open { path, config } => open_encoder(&path, &config)
+                .map_err(|source| PipelineError::Model { path, source })?,
+            EncoderSource::Given(encoder) => encoder,
+        };
+        log::info!(
+            "model {} on {} ({})",
+            encoder.manifest().name,
+            encoder.engine_name(),
+            encoder.device()
+        );
+        let link = config
+            .link
+            .map(|c| FcLink::spawn(c).map(Arc::new))
+            .transpose()
+            .map_err(PipelineError::Link)?;
+        if let Some(link) = &link {
+            log::info!("flight-controller link {}", link.link());
+        }
+        let cache = match open_cache(&config.cache, encoder.manifest()) {
+            Ok(cache) => Arc::new(cache),
+            Err(e) => {
+                if let Some(link) = &link {
+                    // Tell the pilot too; give the link thread a moment to send it before it is dropped.
+                    health::send_statustext(
+                        link,
+                        health::Severity::Error,
+                        "tile cache refused, see the log",
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                return Err(e);
+            }
+        };
+        log::info!(
+            "tile cache {}: {} tiles",
+            config.cache.display(),
+            cache.len()
+        );
+        let calibration =
+            CameraCalibration::load(&config.calibration).map_err(PipelineError::Calibration)?;
+        if calibration.example {
+            log::warn!(
+                "camera calibration {} is an illustrative example, not a measurement of this camera: \
+                 positions will be off (calib/README.md says how to calibrate)",
+                config.calibration.display()
+            );
+        }
+        Ok(PipelineParts {
+            camera,
+            calibration,
+            encoder,
+            cache,
+            link,
+        })
+    }
 }
 
 /// Opens the tile cache at `path` for the model of `manifest`, refusing one built with another model or

@@ -1,7 +1,14 @@
-//! The stage threads. Each one takes a frame from its input, does its one step, stamps its latency and
-//! passes the frame on or reports it; it exits when its input disconnects (the stage before it has exited),
-//! dropping its output, so shutdown ripples downstream. Preparation (targets, the prior window's radius, the
-//! camera model) happens once before the loop; the per-frame work stays short.
+//! The stage threads. The camera thread is the source; every other stage is a [`FrameStage`]: it takes a
+//! frame's item from its input, does its one step, stamps its latency and passes the result on or ends the
+//! frame with its report. [`spawn_stage`] runs any stage between two channels with the same loop; a stage
+//! exits when its input disconnects (the stage before it has exited), dropping its output, so shutdown
+//! ripples downstream. Preparation (targets, the prior window's radius, the camera model) happens once in
+//! each stage's constructor; the per-frame work stays short.
+//!
+//! ```text
+//!  camera_loop ──(FrameMeta, Frame)──▶ RectifyStage ──Rectified──▶ EncodeStage ──Encoded──▶ LocalizeStage
+//!      ──Localized──▶ PublishStage ──FrameReport──▶ the report sink
+//! ```
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -286,6 +293,134 @@ fn spawn_thread(
         })
 }
 
+/// One stage of the pipeline: it takes what the stage before it passes on, does its one step, and passes the
+/// result on ([`FrameStage::Out`]) or ends the frame with its report (a refused frame, a failed step).
+/// [`spawn_stage`] runs it on its own thread between two channels.
+trait FrameStage: Send + 'static {
+    /// What the stage before passes on.
+    type In: Send + 'static;
+    /// What this stage passes on.
+    type Out: IntoReport + Send + 'static;
+    /// The frame's one step.
+    fn process(&mut self, input: Self::In) -> Result<Self::Out, Box<FrameReport>>;
+    /// Once the input has disconnected and every frame taken is done.
+    fn finish(&mut self) {}
+}
+
+/// The frame's report when what carries it goes no further: a newer frame replaced it, or the next stage
+/// (`next`) has exited.
+trait IntoReport {
+    fn into_report(self, next: Stage) -> FrameReport;
+}
+
+impl IntoReport for (FrameMeta, Frame) {
+    fn into_report(self, next: Stage) -> FrameReport {
+        self.0.report(FrameOutcome::Dropped { before: next })
+    }
+}
+
+impl IntoReport for Rectified {
+    fn into_report(self, next: Stage) -> FrameReport {
+        self.meta.report(FrameOutcome::Dropped { before: next })
+    }
+}
+
+impl IntoReport for Encoded {
+    fn into_report(self, next: Stage) -> FrameReport {
+        self.meta.report(FrameOutcome::Dropped { before: next })
+    }
+}
+
+impl IntoReport for Localized {
+    /// Localized but not published: the localizer's outcome and its fix at exposure time stand.
+    fn into_report(self, _: Stage) -> FrameReport {
+        let mut report = self.meta.report(self.outcome);
+        report.fix_at_exposure = self.fix_at_exposure;
+        report
+    }
+}
+
+impl IntoReport for FrameReport {
+    fn into_report(self, _: Stage) -> FrameReport {
+        self
+    }
+}
+
+/// Where a stage's output goes.
+enum Outlet<T> {
+    /// A one-slot channel to the stage `next` (latest-only, or lossless).
+    Slot { slot: Slot<T>, next: Stage },
+    /// A bounded, blocking channel to the stage `next`.
+    Channel { tx: Sender<T>, next: Stage },
+    /// The end of the line: the frame's report.
+    Reports,
+}
+
+impl<T: IntoReport> Outlet<T> {
+    /// Passes `item` on, reporting a frame it replaced. `false`: the next stage has gone (or `give_up` was
+    /// raised while a lossless slot waited) and the stage stops; the item is reported as dropped.
+    fn pass(
+        &self,
+        item: T,
+        give_up: Option<&AtomicBool>,
+        sink: &ReportSink,
+        waiting: impl Fn(),
+    ) -> bool {
+        match self {
+            Outlet::Slot { slot, next } => match slot.push(item, give_up, waiting) {
+                Pushed::Done(None) => true,
+                Pushed::Done(Some(old)) => {
+                    sink.record(old.into_report(*next));
+                    true
+                }
+                Pushed::Closed(back) => {
+                    sink.record(back.into_report(*next));
+                    false
+                }
+            },
+            Outlet::Channel { tx, next } => match tx.send(item) {
+                Ok(()) => true,
+                Err(back) => {
+                    sink.record(back.0.into_report(*next));
+                    false
+                }
+            },
+            Outlet::Reports => {
+                sink.record(item.into_report(Stage::Publish));
+                true
+            }
+        }
+    }
+}
+
+/// Runs `stage` on thread `index` ([`THREADS`]): one frame at a time from `input`, each result into
+/// `outlet`, until the input disconnects or the next stage has gone.
+fn spawn_stage<S: FrameStage>(
+    index: usize,
+    mut stage: S,
+    input: Receiver<S::In>,
+    outlet: Outlet<S::Out>,
+    sink: &Arc<ReportSink>,
+    progress: &Arc<Progress>,
+) -> Result<(&'static str, JoinHandle<()>), PipelineError> {
+    let (sink, beats) = (Arc::clone(sink), Arc::clone(progress));
+    spawn_thread(index, progress, move || {
+        while let Some(item) = recv_beating(&input, &beats, index) {
+            match stage.process(item) {
+                Ok(out) => {
+                    if !outlet.pass(out, None, &sink, || beats.beat(index)) {
+                        break;
+                    }
+                }
+                Err(report) => sink.record(*report),
+            }
+        }
+        stage.finish();
+    })
+}
+
+/// Starts the camera thread, the four stages and (when recording) the recorder, wired as the module
+/// documentation's diagram.
 pub(crate) fn spawn_stages(
     config: &PipelineConfig,
     parts: Parts,
@@ -315,181 +450,88 @@ pub(crate) fn spawn_stages(
     let recorder = config
         .record
         .as_deref()
-        .map(|dir| {
-            let recorder = ReplayRecorder::create(dir).map_err(|e| PipelineError::Record {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            // The calibration the frames were taken with travels with them, so a replay rectifies alike.
-            let written = calibration
-                .to_toml_string()
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    recorder
-                        .write_sidecar(CALIBRATION_SIDECAR, text.as_bytes())
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = written {
-                log::warn!("recording {}: calibration not saved: {e}", dir.display());
-            }
-            Ok(recorder)
-        })
+        .map(|dir| open_recorder(dir, &calibration))
         .transpose()?;
     let (frame_slot, frame_rx) = Slot::new(config.lossless);
     let (rectified_slot, rectified_rx) = Slot::new(config.lossless);
     let (encoded_tx, encoded_rx) = bounded(config.channel_capacity.max(1));
     let (localized_tx, localized_rx) = bounded(config.channel_capacity.max(1));
-    let mut handles = Vec::with_capacity(THREADS.len());
+    let mut handles = Vec::with_capacity(THREADS.len() + 1);
 
-    let mut rectify_stage =
-        RectifyStage::new(config, &calibration, encoder.manifest().input.width, &cache);
-
+    let rectify_stage = RectifyStage::new(
+        config,
+        &calibration,
+        encoder.manifest().input.width,
+        &cache,
+        link.clone(),
+        Arc::clone(progress),
+    );
     {
-        let (sink, stop, progress) = (Arc::clone(sink), Arc::clone(stop), Arc::clone(progress));
+        let (sink, stop, beats) = (Arc::clone(sink), Arc::clone(stop), Arc::clone(progress));
         let mut camera = camera;
-        handles.push(spawn_thread(0, &progress.clone(), move || {
-            camera_loop(&mut *camera, &frame_slot, &sink, &stop, &progress);
+        let outlet = Outlet::Slot {
+            slot: frame_slot,
+            next: Stage::Rectify,
+        };
+        handles.push(spawn_thread(0, progress, move || {
+            camera_loop(&mut *camera, &outlet, &sink, &stop, &beats);
         })?);
     }
     // Recording writes image files: its own thread, so the rectify stage never waits on the disk (unless
     // lossless, where every frame must be recorded).
     let (record_tx, record_thread) = match recorder {
-        Some(mut recorder) => {
-            let (tx, rx) = bounded::<Frame>(RECORD_QUEUE);
-            let thread = std::thread::Builder::new()
-                .name(RECORD_THREAD.into())
-                .spawn(move || {
-                    for frame in rx {
-                        if let Err(e) = recorder.record(&frame) {
-                            log::error!("recording frame {}: {e}; recording stops", frame.seq);
-                            break;
-                        }
-                    }
-                    match recorder.finish() {
-                        Ok(dir) => log::info!("recording in {}", dir.display()),
-                        Err(e) => log::error!("{e}"),
-                    }
-                })
-                .map_err(|source| PipelineError::Spawn {
-                    thread: RECORD_THREAD,
-                    source,
-                })?;
+        Some(recorder) => {
+            let (tx, thread) = spawn_recorder(recorder)?;
             (Some(tx), Some(thread))
         }
         None => (None, None),
     };
-    {
-        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
-        let link = link.clone();
-        let lossless = config.lossless;
-        handles.push(spawn_thread(1, &progress.clone(), move || {
-            let mut record_tx = record_tx;
-            while let Some((mut meta, mut frame)) = recv_beating(&frame_rx, &progress, 1) {
-                let rectified =
-                    rectify_stage.process(&mut meta, &mut frame, link.as_deref(), &sink);
-                progress.attitude_refused.store(
-                    rectify_stage.attitude_check.is_refusing(),
-                    Ordering::Relaxed,
-                );
-                if let Some(tx) = &record_tx {
-                    let sent = if lossless {
-                        tx.send(frame).is_ok()
-                    } else {
-                        match tx.try_send(frame) {
-                            Err(TrySendError::Full(f)) => {
-                                log::warn!("recording is behind: frame {} not recorded", f.seq);
-                                true
-                            }
-                            r => r.is_ok(),
-                        }
-                    };
-                    if !sent {
-                        record_tx = None;
-                    }
-                }
-                let Some(r) = rectified else {
-                    continue;
-                };
-                match rectified_slot.push(r, None, || progress.beat(1)) {
-                    Pushed::Done(Some(old)) => {
-                        sink.record(old.meta.report(FrameOutcome::Dropped {
-                            before: Stage::Encode,
-                        }))
-                    }
-                    Pushed::Done(None) => {}
-                    Pushed::Closed(r) => {
-                        sink.record(r.meta.report(FrameOutcome::Dropped {
-                            before: Stage::Encode,
-                        }));
-                        break;
-                    }
-                }
-            }
-        })?);
-    }
-    {
-        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
-        let mut encoder = encoder;
-        handles.push(spawn_thread(2, &progress.clone(), move || {
-            while let Some(mut r) = recv_beating(&rectified_rx, &progress, 2) {
-                let t = Instant::now();
-                let result = encoder.encode(&r.image);
-                r.meta.latency.set(Stage::Encode, t.elapsed());
-                match result {
-                    Ok(embedding) => {
-                        let e = Encoded {
-                            meta: r.meta,
-                            embedding,
-                            centre_offset_ne_m: r.centre_offset_ne_m,
-                        };
-                        if let Err(back) = encoded_tx.send(e) {
-                            sink.record(back.0.meta.report(FrameOutcome::Dropped {
-                                before: Stage::Match,
-                            }));
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("frame {}: encoder failed: {e}", r.meta.seq);
-                        sink.record(r.meta.report(FrameOutcome::Failed {
-                            stage: Stage::Encode,
-                            message: e.to_string(),
-                        }));
-                    }
-                }
-            }
-        })?);
-    }
-    {
-        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
-        let mut stage = LocalizeStage::new(config, cache, replay_anchors);
-        let link = link.clone();
-        handles.push(spawn_thread(3, &progress.clone(), move || {
-            while let Some(e) = recv_beating(&encoded_rx, &progress, 3) {
-                match stage.process(e, link.as_deref()) {
-                    Ok(l) => {
-                        if let Err(back) = localized_tx.send(l) {
-                            let l = back.0;
-                            let mut report = l.meta.report(l.outcome);
-                            report.fix_at_exposure = l.fix_at_exposure;
-                            sink.record(report);
-                            break;
-                        }
-                    }
-                    Err(report) => sink.record(*report),
-                }
-            }
-            stage.finish();
-        })?);
-    }
-    {
-        let (sink, progress) = (Arc::clone(sink), Arc::clone(progress));
-        let link = link.clone();
-        handles.push(spawn_thread(4, &progress.clone(), move || {
-            while let Some(l) = recv_beating(&localized_rx, &progress, 4) {
-                sink.record(publish(l, link.as_deref()));
-            }
-        })?);
+    let rectify_stage = rectify_stage.recording(record_tx, config.lossless);
+    let stages = [
+        spawn_stage(
+            1,
+            rectify_stage,
+            frame_rx,
+            Outlet::Slot {
+                slot: rectified_slot,
+                next: Stage::Encode,
+            },
+            sink,
+            progress,
+        ),
+        spawn_stage(
+            2,
+            EncodeStage { encoder },
+            rectified_rx,
+            Outlet::Channel {
+                tx: encoded_tx,
+                next: Stage::Match,
+            },
+            sink,
+            progress,
+        ),
+        spawn_stage(
+            3,
+            LocalizeStage::new(config, cache, replay_anchors, link.clone()),
+            encoded_rx,
+            Outlet::Channel {
+                tx: localized_tx,
+                next: Stage::Publish,
+            },
+            sink,
+            progress,
+        ),
+        spawn_stage(
+            4,
+            PublishStage { link: link.clone() },
+            localized_rx,
+            Outlet::Reports,
+            sink,
+            progress,
+        ),
+    ];
+    for stage in stages {
+        handles.push(stage?);
     }
     if let Some(thread) = record_thread {
         // Last: it ends once the rectify thread has dropped its sender.
@@ -498,9 +540,60 @@ pub(crate) fn spawn_stages(
     Ok(Spawned { handles, link })
 }
 
+/// The recording folder, with the calibration the frames were taken with, so a replay rectifies alike.
+fn open_recorder(
+    dir: &std::path::Path,
+    calibration: &CameraCalibration,
+) -> Result<ReplayRecorder, PipelineError> {
+    let recorder = ReplayRecorder::create(dir).map_err(|e| PipelineError::Record {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let written = calibration
+        .to_toml_string()
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            recorder
+                .write_sidecar(CALIBRATION_SIDECAR, text.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        log::warn!("recording {}: calibration not saved: {e}", dir.display());
+    }
+    Ok(recorder)
+}
+
+/// The recorder's thread: writes the frames it is sent until the sender is dropped.
+fn spawn_recorder(
+    mut recorder: ReplayRecorder,
+) -> Result<(Sender<Frame>, JoinHandle<()>), PipelineError> {
+    let (tx, rx) = bounded::<Frame>(RECORD_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name(RECORD_THREAD.into())
+        .spawn(move || {
+            for frame in rx {
+                if let Err(e) = recorder.record(&frame) {
+                    log::error!("recording frame {}: {e}; recording stops", frame.seq);
+                    break;
+                }
+            }
+            match recorder.finish() {
+                Ok(dir) => log::info!("recording in {}", dir.display()),
+                Err(e) => log::error!("{e}"),
+            }
+        })
+        .map_err(|source| PipelineError::Spawn {
+            thread: RECORD_THREAD,
+            source,
+        })?;
+    Ok((tx, thread))
+}
+
+/// The camera thread: the pipeline's source. Takes frames until `stop` (or the source ends) and passes each
+/// on with its [`FrameMeta`].
 fn camera_loop(
     camera: &mut dyn CameraSource,
-    slot: &Slot<(FrameMeta, Frame)>,
+    outlet: &Outlet<(FrameMeta, Frame)>,
     sink: &ReportSink,
     stop: &AtomicBool,
     progress: &Progress,
@@ -551,17 +644,8 @@ fn camera_loop(
             latency,
             best_similarity: None,
         };
-        match slot.push((meta, frame), Some(stop), || progress.beat(0)) {
-            Pushed::Done(Some((old, _))) => sink.record(old.report(FrameOutcome::Dropped {
-                before: Stage::Rectify,
-            })),
-            Pushed::Done(None) => {}
-            Pushed::Closed((meta, _)) => {
-                sink.record(meta.report(FrameOutcome::Dropped {
-                    before: Stage::Rectify,
-                }));
-                break;
-            }
+        if !outlet.pass((meta, frame), Some(stop), sink, || progress.beat(0)) {
+            break;
         }
     }
 }
@@ -573,6 +657,7 @@ fn capture_latency(frame: &Frame) -> Option<Duration> {
     (age < 5_000_000).then(|| Duration::from_micros(age))
 }
 
+/// camera frame → north-up nadir view at the encoder's size, or the frame's refusal.
 struct RectifyStage {
     camera: CameraModel,
     size_px: u32,
@@ -584,6 +669,13 @@ struct RectifyStage {
     limits: crate::rectify::RectifyLimits,
     max_attitude_age: Duration,
     attitude_check: AttitudeCheck,
+    /// Poses for frames without their own.
+    link: Option<Arc<FcLink>>,
+    /// Where the attitude check's verdict is shown to the health thread.
+    progress: Arc<Progress>,
+    /// The recorder's queue, when recording; lossless: every frame waits for room in it.
+    record_tx: Option<Sender<Frame>>,
+    lossless: bool,
 }
 
 impl RectifyStage {
@@ -592,6 +684,8 @@ impl RectifyStage {
         calibration: &CameraCalibration,
         model_px: u32,
         cache: &TileCache,
+        link: Option<Arc<FcLink>>,
+        progress: Arc<Progress>,
     ) -> Self {
         let mut footprints_m: Vec<f64> = cache
             .meta()
@@ -613,6 +707,40 @@ impl RectifyStage {
             limits: config.rectify_limits,
             max_attitude_age: config.max_attitude_age,
             attitude_check: AttitudeCheck::new(config.localize.filter.max_speed_mps),
+            link,
+            progress,
+            record_tx: None,
+            lossless: config.lossless,
+        }
+    }
+
+    /// Records every frame the stage takes (refused ones included) into `record_tx`'s recorder.
+    fn recording(self, record_tx: Option<Sender<Frame>>, lossless: bool) -> Self {
+        RectifyStage {
+            record_tx,
+            lossless,
+            ..self
+        }
+    }
+
+    /// Hands `frame` to the recorder; a recorder that has gone (a write failed) is not asked again.
+    fn record(&mut self, frame: Frame) {
+        let Some(tx) = &self.record_tx else {
+            return;
+        };
+        let sent = if self.lossless {
+            tx.send(frame).is_ok()
+        } else {
+            match tx.try_send(frame) {
+                Err(TrySendError::Full(f)) => {
+                    log::warn!("recording is behind: frame {} not recorded", f.seq);
+                    true
+                }
+                r => r.is_ok(),
+            }
+        };
+        if !sent {
+            self.record_tx = None;
         }
     }
 
@@ -633,17 +761,15 @@ impl RectifyStage {
 
     /// Rectifies `frame`, or reports why not. A frame without its own pose gets the autopilot's it was
     /// rectified with, so a recording of it replays the same.
-    fn process(
+    fn rectify(
         &mut self,
         meta: &mut FrameMeta,
         frame: &mut Frame,
-        link: Option<&FcLink>,
-        sink: &ReportSink,
-    ) -> Option<Rectified> {
+    ) -> Result<Rectified, Box<FrameReport>> {
         let t = Instant::now();
         let pose = match frame.pose.as_ref() {
             Some(p) => Ok(frame_pose(p)),
-            None => match link {
+            None => match self.link.as_deref() {
                 Some(link) => autopilot_pose(link, self.max_attitude_age).inspect(|pose| {
                     let (roll_rad, pitch_rad, yaw_rad) = pose.euler();
                     frame.pose = Some(FramePose {
@@ -688,15 +814,66 @@ impl RectifyStage {
             });
         meta.latency.set(Stage::Rectify, t.elapsed());
         match result {
-            Ok(r) => Some(Rectified {
+            Ok(r) => Ok(Rectified {
                 meta: meta.clone(),
                 image: r.image,
                 centre_offset_ne_m: r.centre_offset_ne_m,
             }),
             Err(reason) => {
                 log::debug!("frame {} refused: {reason}", meta.seq);
-                sink.record(meta.report(FrameOutcome::Refused(reason)));
-                None
+                Err(Box::new(meta.report(FrameOutcome::Refused(reason))))
+            }
+        }
+    }
+}
+
+impl FrameStage for RectifyStage {
+    type In = (FrameMeta, Frame);
+    type Out = Rectified;
+
+    fn process(
+        &mut self,
+        (mut meta, mut frame): (FrameMeta, Frame),
+    ) -> Result<Rectified, Box<FrameReport>> {
+        let rectified = self.rectify(&mut meta, &mut frame);
+        self.progress
+            .attitude_refused
+            .store(self.attitude_check.is_refusing(), Ordering::Relaxed);
+        self.record(frame);
+        rectified
+    }
+}
+
+/// rectified view → embedding.
+struct EncodeStage {
+    encoder: Box<dyn Encoder>,
+}
+
+impl FrameStage for EncodeStage {
+    type In = Rectified;
+    type Out = Encoded;
+
+    fn process(&mut self, r: Rectified) -> Result<Encoded, Box<FrameReport>> {
+        let Rectified {
+            mut meta,
+            image,
+            centre_offset_ne_m,
+        } = r;
+        let t = Instant::now();
+        let result = self.encoder.encode(&image);
+        meta.latency.set(Stage::Encode, t.elapsed());
+        match result {
+            Ok(embedding) => Ok(Encoded {
+                meta,
+                embedding,
+                centre_offset_ne_m,
+            }),
+            Err(e) => {
+                log::warn!("frame {}: encoder failed: {e}", meta.seq);
+                Err(Box::new(meta.report(FrameOutcome::Failed {
+                    stage: Stage::Encode,
+                    message: e.to_string(),
+                })))
             }
         }
     }
@@ -810,6 +987,7 @@ struct UsedAnchors {
     anchors: Vec<RecordedAnchor>,
 }
 
+/// embedding → tile matches → the localizer's estimate (anchored on GNSS while it is healthy).
 struct LocalizeStage {
     cache: Arc<TileCache>,
     localizer: Localizer,
@@ -819,6 +997,8 @@ struct LocalizeStage {
     anchors: AnchorSource,
     /// Only when recording.
     used_anchors: Option<UsedAnchors>,
+    /// GNSS anchors (while healthy).
+    link: Option<Arc<FcLink>>,
 }
 
 impl LocalizeStage {
@@ -826,6 +1006,7 @@ impl LocalizeStage {
         config: &PipelineConfig,
         cache: Arc<TileCache>,
         replay_anchors: Option<RecordedAnchors>,
+        link: Option<Arc<FcLink>>,
     ) -> Self {
         let stride = cache.meta().stride;
         LocalizeStage {
@@ -839,13 +1020,17 @@ impl LocalizeStage {
                 path: dir.join(ANCHORS_SIDECAR),
                 anchors: Vec::new(),
             }),
+            link,
         }
     }
 
     /// The anchor for this frame (WGS84 degrees, 95 % radius in metres), if any.
-    fn anchor_for(&self, meta: &FrameMeta, link: Option<&FcLink>) -> Option<(f64, f64, f64)> {
+    fn anchor_for(&self, meta: &FrameMeta) -> Option<(f64, f64, f64)> {
         match &self.anchors {
-            AnchorSource::Link => link.and_then(|l| gnss_anchor(l, meta.exposure_unix_us)),
+            AnchorSource::Link => self
+                .link
+                .as_deref()
+                .and_then(|l| gnss_anchor(l, meta.exposure_unix_us)),
             AnchorSource::Recorded(recorded) => {
                 let anchor = recorded.for_frame(meta.seq, meta.exposure_unix_us);
                 if anchor.is_none() && recorded.get(meta.seq).is_some() {
@@ -861,7 +1046,7 @@ impl LocalizeStage {
 
     /// At shutdown: writes the anchors used into the recording (every one, none included, so a replay of
     /// it knows).
-    fn finish(&mut self) {
+    fn write_used_anchors(&mut self) {
         if let Some(used) = self.used_anchors.take() {
             match write_anchors(&used.path, &used.anchors) {
                 Ok(()) => log::info!(
@@ -874,11 +1059,7 @@ impl LocalizeStage {
         }
     }
 
-    fn process(
-        &mut self,
-        e: Encoded,
-        link: Option<&FcLink>,
-    ) -> Result<Localized, Box<FrameReport>> {
+    fn localize(&mut self, e: Encoded) -> Result<Localized, Box<FrameReport>> {
         let Encoded {
             mut meta,
             embedding,
@@ -888,7 +1069,7 @@ impl LocalizeStage {
         // While the autopilot's GNSS is healthy, its position anchors the filter (before this frame's
         // matches, so they are gated against it, and so the prior window is centred on it).
         // A replay's are the live run's, recorded.
-        if let Some((lat, lon, accuracy_m)) = self.anchor_for(&meta, link) {
+        if let Some((lat, lon, accuracy_m)) = self.anchor_for(&meta) {
             let outcome = self
                 .localizer
                 .anchor(meta.exposure_unix_us, lat, lon, accuracy_m);
@@ -952,6 +1133,19 @@ impl LocalizeStage {
     }
 }
 
+impl FrameStage for LocalizeStage {
+    type In = Encoded;
+    type Out = Localized;
+
+    fn process(&mut self, e: Encoded) -> Result<Localized, Box<FrameReport>> {
+        self.localize(e)
+    }
+
+    fn finish(&mut self) {
+        self.write_used_anchors();
+    }
+}
+
 /// The localizer's outcome as the report's: no measurement, gated (the filter did not use it: gated,
 /// diverged, out of order, invalid) or measured (accepted, or kept while the filter initialises).
 fn frame_outcome(outcome: &LocalizeOutcome) -> FrameOutcome {
@@ -978,6 +1172,20 @@ fn frame_outcome(outcome: &LocalizeOutcome) -> FrameOutcome {
             | ParticleOutcome::Stale { .. }
             | ParticleOutcome::Invalid => FrameOutcome::Gated(kind),
         },
+    }
+}
+
+/// estimate → MAVLink to the autopilot (as the link's publish policy says) → the frame's report.
+struct PublishStage {
+    link: Option<Arc<FcLink>>,
+}
+
+impl FrameStage for PublishStage {
+    type In = Localized;
+    type Out = FrameReport;
+
+    fn process(&mut self, l: Localized) -> Result<FrameReport, Box<FrameReport>> {
+        Ok(publish(l, self.link.as_deref()))
     }
 }
 

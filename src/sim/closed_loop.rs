@@ -801,12 +801,14 @@ mod live {
 
     use crate::camera::CameraSource;
     use crate::encoder::{open_encoder, Encoder};
-    use crate::fc::{FcLink, LinkAddress, LinkConfig, PublishPolicy, Publisher};
+    use crate::fc::{LinkAddress, LinkConfig, PublishPolicy, Publisher};
     use crate::matching::build::{
         build_cache, BuildOutcome, CacheBuildConfig, EncodeOptions, OrthoOptions, TilingSpec,
     };
     use crate::matching::EmbeddingDtype;
-    use crate::pipeline::{open_cache, Pipeline, PipelineConfig, PipelineParts};
+    use crate::pipeline::{
+        open_cache, EncoderSource, PartsConfig, Pipeline, PipelineConfig, PipelineParts,
+    };
     use crate::rectify::{CameraCalibration, CameraModel, Pose};
     use crate::sim::autopilot::{self, FakeAutopilot};
     use crate::sim::camera::SimCamera;
@@ -1141,18 +1143,7 @@ mod live {
             .map_err(|e| SimError::step(what("[camera] calib"), e))?;
         let camera_map = camera_world(scenario, options, &map, &trajectory, &calibration)?;
 
-        log::info!(
-            "model {} on {} ({})",
-            encoder.manifest().name,
-            encoder.engine_name(),
-            encoder.device()
-        );
         let cache_path = ensure_cache(scenario, encoder.as_mut(), &options.cache_dir)?;
-        let cache = Arc::new(
-            open_cache(&cache_path, encoder.manifest())
-                .map_err(|e| SimError::step(format!("tile cache {}", cache_path.display()), e))?,
-        );
-
         let mut link_config = LinkConfig::new(
             LinkAddress::parse("udpin:127.0.0.1:0")
                 .map_err(|e| SimError::step("flight-controller link", e))?,
@@ -1160,12 +1151,6 @@ mod live {
         link_config.policy = PublishPolicy::WhenDenied;
         link_config.publisher = Publisher::Auto;
         link_config.max_fix_age = Some(Duration::from_millis(500));
-        let link = Arc::new(
-            FcLink::spawn(link_config).map_err(|e| SimError::step("flight-controller link", e))?,
-        );
-        let link_addr = link
-            .local_addr()
-            .ok_or_else(|| SimError::step("flight-controller link", "no local UDP address"))?;
 
         // One clock for the camera, the autopilot and the metrics, starting a moment from now so that the
         // link has the autopilot's HEARTBEAT before the first frame.
@@ -1174,6 +1159,34 @@ mod live {
         let origin_unix_us = unix_now_us() + lead.as_micros() as u64;
         let origin_mono_us = crate::camera::mono_now_us() + lead.as_micros() as u64;
         let duration_s = options.duration_s.unwrap_or(scenario.run.duration_s);
+        let camera = SimCamera::new(
+            camera_map,
+            CameraModel::new(&calibration),
+            Arc::clone(&trajectory),
+            Arc::new(scenario.clone()),
+            origin,
+            origin_unix_us,
+            origin_mono_us,
+        );
+        let camera_log = camera.log();
+        log::info!("{} for {duration_s:.0} s", camera.describe());
+        let parts = PipelineParts::open(
+            PartsConfig {
+                encoder: EncoderSource::Given(encoder),
+                cache: cache_path.clone(),
+                calibration: scenario.camera.calib.clone(),
+                link: Some(link_config),
+            },
+            Box::new(camera),
+        )
+        .map_err(|e| SimError::step(what("pipeline"), e))?;
+        let link = parts
+            .link
+            .clone()
+            .ok_or_else(|| SimError::step("flight-controller link", "not opened"))?;
+        let link_addr = link
+            .local_addr()
+            .ok_or_else(|| SimError::step("flight-controller link", "no local UDP address"))?;
 
         let windows = |pick: &dyn Fn(&FaultKind) -> Option<f64>| -> Vec<(Duration, Duration)> {
             let mut out = Vec::new();
@@ -1214,18 +1227,6 @@ mod live {
         let autopilot = FakeAutopilot::spawn(ap_scenario, link_addr)
             .map_err(|e| SimError::step("fake autopilot", e))?;
 
-        let scenario_arc = Arc::new(scenario.clone());
-        let camera = SimCamera::new(
-            camera_map,
-            CameraModel::new(&calibration),
-            Arc::clone(&trajectory),
-            Arc::clone(&scenario_arc),
-            origin,
-            origin_unix_us,
-            origin_mono_us,
-        );
-        let camera_log = camera.log();
-        log::info!("{} for {duration_s:.0} s", camera.describe());
         let lossless = scenario.run.lossless || options.record.is_some();
         let handle = Pipeline::spawn(
             pipeline_config(
@@ -1234,13 +1235,7 @@ mod live {
                 options.record.clone(),
                 Some(options.out_dir.join("pipeline-frames.csv")),
             ),
-            PipelineParts {
-                camera: Box::new(camera),
-                calibration,
-                encoder,
-                cache,
-                link: Some(Arc::clone(&link)),
-            },
+            parts,
         )
         .map_err(|e| SimError::step("starting the pipeline", e))?;
 
@@ -1376,13 +1371,6 @@ mod live {
         cache: &Path,
         encoder: Box<dyn Encoder>,
     ) -> Result<Vec<FrameReport>, SimError> {
-        let cache = Arc::new(
-            open_cache(cache, encoder.manifest())
-                .map_err(|e| SimError::step(format!("tile cache {}", cache.display()), e))?,
-        );
-        let calibration = CameraCalibration::load(&scenario.camera.calib).map_err(|e| {
-            SimError::step(format!("{}: [camera] calib", scenario.file.display()), e)
-        })?;
         let camera = crate::camera::ReplaySource::open(
             folder,
             crate::camera::ReplayOptions {
@@ -1391,22 +1379,23 @@ mod live {
             },
         )
         .map_err(|e| SimError::step(format!("replay {}", folder.display()), e))?;
+        let parts = PipelineParts::open(
+            PartsConfig {
+                encoder: EncoderSource::Given(encoder),
+                cache: cache.to_path_buf(),
+                calibration: scenario.camera.calib.clone(),
+                link: None,
+            },
+            Box::new(camera),
+        )
+        .map_err(|e| SimError::step(format!("{}: pipeline", scenario.file.display()), e))?;
         // The anchors the live run used (recorded beside the frames), so the replay anchors alike.
         let config = PipelineConfig {
             replay_anchors: Some(folder.join(crate::pipeline::ANCHORS_SIDECAR)),
             ..pipeline_config(scenario, true, None, None)
         };
-        let handle = Pipeline::spawn(
-            config,
-            PipelineParts {
-                camera: Box::new(camera),
-                calibration,
-                encoder,
-                cache,
-                link: None,
-            },
-        )
-        .map_err(|e| SimError::step("starting the pipeline", e))?;
+        let handle = Pipeline::spawn(config, parts)
+            .map_err(|e| SimError::step("starting the pipeline", e))?;
         let rx = handle.reports();
         let mut reports = Vec::new();
         let started = Instant::now();
