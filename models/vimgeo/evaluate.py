@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from vimgeo.dataset import GalleryFolder
+from vimgeo.model import build_model_from_checkpoint
 from vimgeo.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 PROTOCOLS = ("official", "sample4geo")
@@ -302,8 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mean", type=float, nargs=3, help="override the normalisation mean")
     parser.add_argument("--std", type=float, nargs=3, help="override the normalisation std")
     args = parser.parse_args(argv)
-
-    from vimgeo.train import build_model_from_checkpoint  # late: train imports the whole training stack
 
     ckpt_path = Path(args.checkpoint)
     if not ckpt_path.is_file():

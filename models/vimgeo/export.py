@@ -601,7 +601,7 @@ def checkpoint_vimgeo(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The VimGeo of a training checkpoint, and the manifest's ``training`` record for it: the checkpoint's
     path, sha256, step and run config, the dataset, and the run's last evaluation (``metrics.jsonl`` beside
     the checkpoint, as ``vimgeo.train`` writes it) when there is one."""
-    from vimgeo.train import build_model_from_checkpoint
+    from vimgeo.model import build_model_from_checkpoint
 
     digest = hashlib.sha256()
     with open(path, "rb") as f:

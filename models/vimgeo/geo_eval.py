@@ -474,13 +474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record.update(method=args.name or "NCC baseline", baseline=ncc.describe())
     else:
         if args.checkpoint:
-            from vimgeo.train import build_model_from_checkpoint
+            from vimgeo.model import build_model_from_checkpoint
 
             model = build_model_from_checkpoint(args.checkpoint)
             record.update(method=args.name or "VimGeo (trained)", checkpoint=str(args.checkpoint))
         else:
             from vimgeo.config import load_config
-            from vimgeo.train import build_model
+            from vimgeo.model import build_model
 
             cfg = load_config(args.untrained)
             torch.manual_seed(args.seed)
