@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +53,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import vimgeo
+from vimgeo.atomic import atomic_write_bytes
 
 SCAN_FORMS = ("custom", "portable")
 CUSTOM_DOMAIN = "vimgeo"
@@ -484,19 +484,6 @@ def count_custom_nodes(model: onnx.ModelProto) -> int:
 
 
 # ----------------------------------------------------------------------------- files and manifest
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, so readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def input_contract(

@@ -32,8 +32,6 @@ import argparse
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from vimgeo.atomic import atomic_write_text
 
 SAMPLES_FILE = "samples.csv"
 SAMPLES_COLUMNS = (
@@ -383,19 +383,6 @@ def evaluate_model(
 
 
 # ----------------------------------------------------------------------------- reports
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vimgeo.atomic import atomic_open
 from vimgeo.config import TrainConfig, load_config, save_config
 from vimgeo.dataset import NeighbourBatchSampler, TrainPairs, UniqueIdBatchSampler
 from vimgeo.losses import VimGeoLoss
@@ -82,12 +83,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def tile_positions_ecef(pairs_root: Path, ids: list[str]) -> np.ndarray:
@@ -212,10 +207,9 @@ class MetricsLog:
         if evals:
             ax[1].legend()
         fig.tight_layout()
-        tmp = self.png.with_name("metrics.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_open(self.png) as f:
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.png)
 
 
 # ----------------------------------------------------------------------------- training
@@ -315,19 +309,20 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
     def checkpoint(path: Path) -> None:
         if not d.is_main:
             return
-        atomic_torch_save(
-            {
-                "config": cfg.to_dict(),
-                "backbone": dataclasses.asdict(model.config),
-                "model": model.state_dict(),
-                "loss": criterion.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "rng": capture_rng(),
-            },
-            path,
-        )
+        with atomic_open(path) as f:
+            torch.save(
+                {
+                    "config": cfg.to_dict(),
+                    "backbone": dataclasses.asdict(model.config),
+                    "model": model.state_dict(),
+                    "loss": criterion.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "rng": capture_rng(),
+                },
+                f,
+            )
 
     bar = tqdm(total=total_steps, initial=step, disable=not d.is_main, desc=cfg.name, dynamic_ncols=True)
     last: dict[str, float] = {}
