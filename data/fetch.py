@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The project's one atomic write (models/vimgeo/atomic.py, standard library only), from this clone's models/
+# folder: the script runs as `python data/fetch.py`, before and without the vimgeo package installed.
+sys.path.insert(1, str(HERE.parent / "models"))
+from vimgeo.atomic import atomic_write_bytes  # noqa: E402
+
 MANIFEST = HERE / "imagery.json"
 ENV = "VIMGEO_DATA"
 
@@ -70,18 +75,7 @@ def install(data: bytes, dest: Path, sha256: str, what: str) -> None:
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise DataError(f"{what}: sha256 {got}, expected {sha256}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, data)
 
 
 def read_member(archive: Path, member: str) -> bytes:

@@ -97,7 +97,7 @@ def test_first_run_extracts_then_second_only_verifies(folders: tuple[Path, Path]
     assert (data_dir / "imagery/LICENSE.demo").read_bytes() == LICENCE
     second = fetch.fetch(data_dir, manifest, offline=True)
     assert (second.written, second.verified) == (0, 4)
-    assert not list(data_dir.rglob("*.partial")), "no temporary file is left behind"
+    assert not list(data_dir.rglob("*.tmp")), "no temporary file is left behind"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])

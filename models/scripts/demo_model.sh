@@ -77,10 +77,12 @@ pyrun -m vimgeo.geo_eval --markdown "$EVAL/trained.json" "$EVAL/untrained.json" 
   --out "$EVAL/comparison.md" >/dev/null
 
 step "4/5 training record -> $WORK/training.json"
-ORTHO_SPECS=$(printf '%s\n' "${ORTHOS[@]}") PAIR_FLAGS_TEXT="${PAIR_FLAGS[*]}" \
+ORTHO_SPECS=$(printf '%s\n' "${ORTHOS[@]}") PAIR_FLAGS_TEXT="${PAIR_FLAGS[*]}" PYTHONPATH="$ROOT/models" \
   "$PY" - "$ROOT" "$PAIRS" "$EVAL" "$WORK/training.json" <<'PYEOF'
 import hashlib, json, os, sys
 from pathlib import Path
+
+from vimgeo.atomic import atomic_write_text
 
 root, pairs, ev, out = (Path(a) for a in sys.argv[1:5])
 
@@ -117,9 +119,7 @@ record = {
         "table": (ev / "comparison.md").read_text(),
     },
 }
-tmp = out.with_suffix(".tmp")
-tmp.write_text(json.dumps(record, indent=2) + "\n")
-tmp.replace(out)
+atomic_write_text(out, json.dumps(record, indent=2) + "\n")
 print(f"wrote {out}")
 PYEOF
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vimgeo import evaluate as evaluate_module
 from vimgeo.evaluate import METRIC_KEYS, evaluate, main, retrieval_metrics, retrieval_picture
 
 
@@ -168,9 +167,7 @@ def test_retrieval_picture_is_written_atomically(tmp_path):
 
 
 def test_cli_writes_metrics_and_pictures(tiny_university, tmp_path, monkeypatch, capsys):
-    fake_train = types.ModuleType("vimgeo.train")
-    fake_train.build_model_from_checkpoint = lambda ckpt: PooledColour()
-    monkeypatch.setitem(sys.modules, "vimgeo.train", fake_train)
+    monkeypatch.setattr(evaluate_module, "build_model_from_checkpoint", lambda ckpt: PooledColour())
     ckpt = tmp_path / "run" / "last.pt"
     ckpt.parent.mkdir()
     torch.save({"config": {"img_size": 32, "backbone": "test"}, "model": {}}, ckpt)
@@ -199,9 +196,7 @@ def test_cli_writes_metrics_and_pictures(tiny_university, tmp_path, monkeypatch,
 
 
 def test_cli_rejects_a_checkpoint_without_config(tmp_path, monkeypatch):
-    fake_train = types.ModuleType("vimgeo.train")
-    fake_train.build_model_from_checkpoint = lambda ckpt: PooledColour()
-    monkeypatch.setitem(sys.modules, "vimgeo.train", fake_train)
+    monkeypatch.setattr(evaluate_module, "build_model_from_checkpoint", lambda ckpt: PooledColour())
     ckpt = tmp_path / "bare.pt"
     torch.save({"model": {}}, ckpt)
     with pytest.raises(ValueError, match="config"):

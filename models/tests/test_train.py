@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vimgeo.config import load_config
-from vimgeo.train import build_model_from_checkpoint, lr_at, param_groups, train
+from vimgeo.model import build_model_from_checkpoint
+from vimgeo.train import lr_at, param_groups, train
 
 
 def _cfg(tmp_path, data, **extra):

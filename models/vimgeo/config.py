@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vimgeo.atomic import atomic_write_text
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 AUGMENTATIONS = ("traditional", "augmix")
@@ -167,6 +169,4 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> TrainC
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")

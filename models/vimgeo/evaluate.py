@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,9 @@ from PIL import Image, ImageDraw, ImageOps
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from vimgeo.atomic import atomic_open, atomic_write_text
 from vimgeo.dataset import GalleryFolder
+from vimgeo.model import build_model_from_checkpoint
 from vimgeo.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 PROTOCOLS = ("official", "sample4geo")
@@ -195,19 +195,6 @@ def evaluate(
     return metrics
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def retrieval_picture(
     query_paths: Sequence[str | Path],
     gallery_paths: Sequence[str | Path],
@@ -221,7 +208,7 @@ def retrieval_picture(
 ) -> Path:
     """A PNG grid: one row per query (blue frame), then its top-k gallery images over the full gallery,
     framed green when the building matches and red when not, each captioned with its id and similarity.
-    Queries are spread evenly over the query list. Written atomically (temp file, then ``os.replace``)."""
+    Queries are spread evenly over the query list. Written atomically (``vimgeo.atomic``)."""
     sim = _as_tensor(sim, torch.float32)
     ql = _as_tensor(query_labels, torch.int64)
     gl = _as_tensor(gallery_labels, torch.int64)
@@ -253,7 +240,8 @@ def retrieval_picture(
                 gallery_paths[gi], col, row, "#1a9e1a" if ok else "#d11f1f", f"{int(gl[gi]):04d} {score:.2f}"
             )
     out_png = Path(out_png)
-    _atomic_write_bytes(out_png, lambda f: canvas.save(f, format="PNG"))
+    with atomic_open(out_png) as f:
+        canvas.save(f, format="PNG")
     return out_png
 
 
@@ -303,8 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--std", type=float, nargs=3, help="override the normalisation std")
     args = parser.parse_args(argv)
 
-    from vimgeo.train import build_model_from_checkpoint  # late: train imports the whole training stack
-
     ckpt_path = Path(args.checkpoint)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
@@ -330,9 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "std": std,
         "metrics": metrics,
     }
-    _atomic_write_bytes(
-        out / "metrics.json", lambda f: f.write((json.dumps(report, indent=2) + "\n").encode())
-    )
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
     for direction, d in details.items():
         name = "retrieval_" + direction.replace("->", "_to_") + ".png"
         retrieval_picture(

@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +53,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import vimgeo
+from vimgeo.atomic import atomic_write_bytes
 
 SCAN_FORMS = ("custom", "portable")
 CUSTOM_DOMAIN = "vimgeo"
@@ -486,19 +486,6 @@ def count_custom_nodes(model: onnx.ModelProto) -> int:
 # ----------------------------------------------------------------------------- files and manifest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, so readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def input_contract(
     img_size: tuple[int, int], mean: Sequence[float], std: Sequence[float], interpolation: str
 ) -> dict[str, Any]:
@@ -601,7 +588,7 @@ def checkpoint_vimgeo(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The VimGeo of a training checkpoint, and the manifest's ``training`` record for it: the checkpoint's
     path, sha256, step and run config, the dataset, and the run's last evaluation (``metrics.jsonl`` beside
     the checkpoint, as ``vimgeo.train`` writes it) when there is one."""
-    from vimgeo.train import build_model_from_checkpoint
+    from vimgeo.model import build_model_from_checkpoint
 
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from vimgeo import export
+from vimgeo.atomic import atomic_write_bytes
 
 FIXTURE_MODEL = "test"
 # "test" (32 px, 4 x 4 patches, width 32, depth 2, d_state 8) is so small that a kernel bug could hide in it;
@@ -95,7 +96,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
 
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
-    export.atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def write_fixtures(out: Path, orthophoto: Path = ORTHOPHOTO) -> dict[str, Any]:
         manifest = export.export_vimgeo(model, out, name, scan_form=form)
         if previous.get("onnx_sha256") == manifest["onnx_sha256"] and "created" in previous:
             manifest = {**manifest, "created": previous["created"]}  # same file as before: same birthday
-            export.atomic_write_bytes(out / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+            atomic_write_bytes(out / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
         manifests[form] = manifest
     contract = manifests["custom"]["input"]
     size = (contract["width"], contract["height"])
@@ -173,7 +174,7 @@ def write_fixtures(out: Path, orthophoto: Path = ORTHOPHOTO) -> dict[str, Any]:
         "tolerance": TOLERANCE,
         "images": records,
     }
-    export.atomic_write_bytes(out / "golden.json", (json.dumps(golden, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "golden.json", (json.dumps(golden, indent=2) + "\n").encode())
     return golden
 
 

@@ -32,8 +32,6 @@ import argparse
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from vimgeo.atomic import atomic_write_text
 
 SAMPLES_FILE = "samples.csv"
 SAMPLES_COLUMNS = (
@@ -385,19 +385,6 @@ def evaluate_model(
 # ----------------------------------------------------------------------------- reports
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """One row per result (``method``), overall then per orthophoto."""
     head = (
@@ -474,13 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record.update(method=args.name or "NCC baseline", baseline=ncc.describe())
     else:
         if args.checkpoint:
-            from vimgeo.train import build_model_from_checkpoint
+            from vimgeo.model import build_model_from_checkpoint
 
             model = build_model_from_checkpoint(args.checkpoint)
             record.update(method=args.name or "VimGeo (trained)", checkpoint=str(args.checkpoint))
         else:
             from vimgeo.config import load_config
-            from vimgeo.train import build_model
+            from vimgeo.model import build_model
 
             cfg = load_config(args.untrained)
             torch.manual_seed(args.seed)

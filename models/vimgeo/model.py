@@ -27,7 +27,7 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,9 @@ from torch import Tensor
 
 from vimgeo.scan import IMPLS, selective_scan
 
+if TYPE_CHECKING:
+    from vimgeo.config import TrainConfig
+
 __all__ = [
     "CONFIGS",
     "BidirectionalMamba",
@@ -43,6 +46,9 @@ __all__ = [
     "Vim",
     "VimConfig",
     "VimGeo",
+    "backbone_config",
+    "build_model",
+    "build_model_from_checkpoint",
     "checkpoint_filter_fn",
     "get_config",
     "read_checkpoint",
@@ -541,3 +547,34 @@ def get_config(name: str, **overrides: Any) -> VimConfig:
     if name not in CONFIGS:
         raise KeyError(f"unknown Vim config {name!r}; known: {sorted(CONFIGS)}")
     return dataclasses.replace(CONFIGS[name], **overrides)
+
+
+# ------------------------------------------------------------------------------ models of training runs
+
+
+def backbone_config(cfg: TrainConfig) -> VimConfig:
+    """The backbone config a training config names (``vimgeo.config.TrainConfig``)."""
+    return get_config(
+        cfg.backbone, img_size=cfg.img_size, drop_path_rate=cfg.drop_path_rate, scan_impl=cfg.scan_impl
+    )
+
+
+def build_model(cfg: TrainConfig) -> VimGeo:
+    """A freshly initialised VimGeo for a training config."""
+    return VimGeo(backbone_config(cfg), share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path, map_location: str = "cpu") -> VimGeo:
+    """A VimGeo with the weights of a training checkpoint (the dict, or its path), in eval mode."""
+    from vimgeo.config import TrainConfig  # late: vimgeo.config checks its values against CONFIGS above
+
+    if not isinstance(ckpt, dict):
+        ckpt = torch.load(ckpt, map_location=map_location, weights_only=False)
+    for key in ("config", "backbone", "model"):
+        if key not in ckpt:
+            raise ValueError(f"checkpoint lacks '{key}': not a vimgeo training checkpoint")
+    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint config")
+    vim_cfg = VimConfig(**{**ckpt["backbone"], "drop_path_rate": 0.0})
+    model = VimGeo(vim_cfg, share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.eval()

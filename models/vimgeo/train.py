@@ -7,7 +7,8 @@
 A run folder ``<out_dir>/<name>/`` holds ``config.json``, ``metrics.jsonl`` (one JSON object per logged step
 and per evaluation), ``metrics.png``, ``last.pt`` (written atomically every ``checkpoint_every`` steps and at
 each epoch end; resuming continues mid-epoch at the exact batch) and ``final.pt``. Every checkpoint carries
-the config and the resolved backbone config, so ``build_model_from_checkpoint`` needs nothing else.
+the config and the resolved backbone config, so ``vimgeo.model.build_model_from_checkpoint`` needs nothing
+else.
 
 Evaluation every ``eval_every`` epochs and at the end: on University-1652 (``<data>/test``) both directions
 and protocols (``vimgeo.evaluate``); on a pair folder (``<data>/val``, written by ``vimgeo sim pairs``) the
@@ -36,10 +37,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vimgeo.atomic import atomic_open
 from vimgeo.config import TrainConfig, load_config, save_config
 from vimgeo.dataset import NeighbourBatchSampler, TrainPairs, UniqueIdBatchSampler
 from vimgeo.losses import VimGeoLoss
-from vimgeo.model import VimConfig, VimGeo, get_config
+from vimgeo.model import VimGeo, build_model
 from vimgeo.transforms import build_transforms, mixup_batch
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -73,30 +75,6 @@ def param_groups(named_params, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def backbone_config(cfg: TrainConfig) -> VimConfig:
-    return get_config(
-        cfg.backbone, img_size=cfg.img_size, drop_path_rate=cfg.drop_path_rate, scan_impl=cfg.scan_impl
-    )
-
-
-def build_model(cfg: TrainConfig) -> VimGeo:
-    return VimGeo(backbone_config(cfg), share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
-
-
-def build_model_from_checkpoint(ckpt: dict[str, Any] | str | Path, map_location: str = "cpu") -> VimGeo:
-    """A VimGeo with the weights of a training checkpoint (the dict, or its path), in eval mode."""
-    if not isinstance(ckpt, dict):
-        ckpt = torch.load(ckpt, map_location=map_location, weights_only=False)
-    for key in ("config", "backbone", "model"):
-        if key not in ckpt:
-            raise ValueError(f"checkpoint lacks '{key}': not a vimgeo training checkpoint")
-    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint config")
-    vim_cfg = VimConfig(**{**ckpt["backbone"], "drop_path_rate": 0.0})
-    model = VimGeo(vim_cfg, share_weights=cfg.share_weights, proj_dim=cfg.proj_dim)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.eval()
-
-
 def capture_rng() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -105,12 +83,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def tile_positions_ecef(pairs_root: Path, ids: list[str]) -> np.ndarray:
@@ -235,10 +207,9 @@ class MetricsLog:
         if evals:
             ax[1].legend()
         fig.tight_layout()
-        tmp = self.png.with_name("metrics.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_open(self.png) as f:
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.png)
 
 
 # ----------------------------------------------------------------------------- training
@@ -338,19 +309,20 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | None = None
     def checkpoint(path: Path) -> None:
         if not d.is_main:
             return
-        atomic_torch_save(
-            {
-                "config": cfg.to_dict(),
-                "backbone": dataclasses.asdict(model.config),
-                "model": model.state_dict(),
-                "loss": criterion.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "rng": capture_rng(),
-            },
-            path,
-        )
+        with atomic_open(path) as f:
+            torch.save(
+                {
+                    "config": cfg.to_dict(),
+                    "backbone": dataclasses.asdict(model.config),
+                    "model": model.state_dict(),
+                    "loss": criterion.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "rng": capture_rng(),
+                },
+                f,
+            )
 
     bar = tqdm(total=total_steps, initial=step, disable=not d.is_main, desc=cfg.name, dynamic_ncols=True)
     last: dict[str, float] = {}
