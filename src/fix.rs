@@ -48,10 +48,10 @@ pub struct Fix {
     /// Ground velocity north and east in m/s, when the localizer estimates one.
     pub vel_ne_mps: Option<[f32; 2]>,
     /// Horizontal accuracy in metres: a radius around the reported position that contains the true
-    /// position with at least 95 % probability, as measured (the localizer's filter covariance, never below
-    /// what retrieval errors were measured to be). The publishers send it where the autopilot expects a
-    /// one-sigma accuracy, so the autopilot weighs our fixes more cautiously than a GNSS of that accuracy:
-    /// deliberately conservative.
+    /// position with at least 95 % probability, as the localizer estimates it (its filter's covariance or its
+    /// particle cloud's spread, never below the last input's own: a frame's tile quantisation, an anchor's
+    /// accuracy). The publishers send it where the autopilot expects a one-sigma accuracy, so the autopilot
+    /// weighs our fixes more cautiously than a GNSS of that accuracy: deliberately conservative.
     pub horiz_accuracy_m: f32,
     /// Match confidence.
     pub quality: FixQuality,

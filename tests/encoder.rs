@@ -17,7 +17,7 @@ const MIN_COS: f64 = 0.9999;
 
 /// Tolerance on the image that goes through the resize. Our resize reproduces PIL's pixel for pixel
 /// (`preprocessing_matches_python_including_the_resize` checks the input tensor itself), and on the fixture
-/// this image lands as close to PyTorch as the others (max abs 1.6e-7 measured on both engines). The bound
+/// this image lands as close to PyTorch as the others (max abs 1.6e-7 on both engines). The bound
 /// is 10x looser anyway because the manifest's contract is "PIL's bicubic", and an implementation that
 /// rounded one pixel differently (one 8-bit level is 1/255/std = 0.017 in the input) would still honour
 /// it; such a difference moves a unit-norm embedding by orders of magnitude less than 1e-3.

@@ -754,7 +754,7 @@ fn an_anchored_start_then_visual_only_publishes_no_wrong_fix_despite_consistent_
         assert_eq!(r.near_wrong_place, 0);
         // The wrong matches were gated by the anchored state and the vehicle kept a fix most of the time
         // (coasting through the 2-3 s wrong episodes; a gap past the 3 s coast limit costs a cold restart,
-        // which needs the vehicle to move: 78-88 % of the visual-only frames over these seeds, measured).
+        // which needs the vehicle to move: over these seeds, 78-88 % of the visual-only frames have a fix).
         assert!(r.gated >= wrong / 2, "gated {} of {wrong} wrong", r.gated);
         assert!(
             r.visual_published as f64 >= 0.75 * r.visual_frames as f64,
@@ -861,9 +861,9 @@ fn geo_matches(geo: &Geo, f: &Frame) -> Vec<Match> {
 fn the_particle_filter_tracks_a_long_gnss_denied_flight_honestly() {
     let path = Path::new(FRAMES as f64 * FRAME_S + 1.0);
     // The demo model's similarities fall by a few tenths from the right place to the places a few strides
-    // off (measured in the sim: the frame's best 0.75-0.95, a median cloud agreement of 0.38 at
-    // temperature 0.2), with noise: slope 0.3 a stride, noise 0.03. (With slope 0.1 and noise 0.015, too
-    // flat for the temperature, the cloud stays wider than a stride and publishes little.)
+    // off (in the sim: sim/README.md, "The two localizers"), with noise: slope 0.3 a stride, noise 0.03.
+    // (With slope 0.1 and noise 0.015, too flat for the temperature, the cloud stays wider than a stride and
+    // publishes little.)
     let retrieval = Retrieval {
         slope: 0.3,
         noise: 0.03,

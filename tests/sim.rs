@@ -286,16 +286,15 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
     if demo {
         // The bound: a view centre uniform in a grid cell is on median 0.38 strides (3.7 m at a 9.6 m
         // stride) from the nearest tile centre, and the demo model's retrievals inside the search window are
-        // right to 10 m in 63 % of the frames (measured over the bundled scenario's frames), so a tracker
-        // that follows the right places is on median within half a stride; the particle filter measured
-        // 2.7 m median in the bundled scenario. Half a stride (4.8 m) allows for pose errors (1° at 30 m is
-        // 0.5 m), lag through the turns and the look-alike stretches.
+        // right to 10 m in most frames, so a tracker that follows the right places is on median within half
+        // a stride. Half a stride (4.8 m) allows for pose errors (1° at 30 m is 0.5 m), lag through the turns
+        // and the look-alike stretches.
         // Availability: the fixes go on without GNSS through the whole outage (the Kalman path, which stops
-        // a few seconds after the loss with this model, gets about 10 here). Measured 177 fixes (2.85 a
-        // second, 71 % of the frames while denied) with a frame-to-fix latency of 48 ms. This depends on the
-        // test build keeping up with real time (Cargo.toml's opt-level for the dev profile): a fix predicted
-        // more than ~0.5 s past its frame is, rightly, wider than the one-stride publishing limit. The
-        // summary in the message gives the latency, so a machine too slow for the loop shows as such.
+        // a few seconds after the loss with this model, gets about 10 here). This depends on the test build
+        // keeping up with real time (Cargo.toml's opt-level for the dev profile): a fix predicted more than
+        // ~0.5 s past its frame is, rightly, wider than the one-stride publishing limit. The summary in the
+        // message gives the latency, so a machine too slow for the loop shows as such. What this flight gets,
+        // and the bundled scenario's figures: sim/README.md, "Tests".
         assert!(
             s.fixes_received >= 100,
             "too few fixes from the demo model: {s}"
@@ -320,8 +319,8 @@ fn a_long_gnss_denied_flight_is_accurate_and_honest() {
 /// The Kalman path (the other scenarios here fly the particle filter) with the safe settings it needs for the
 /// demo model (no visual-only start, matches used
 /// only with a clear margin, an evenly weighted cluster, no fixes after a gap past the coast limit): few
-/// visual fixes, but none that claims more accuracy than it has. Measured: with looser settings (cluster
-/// temperature 0.02, reinit_gap_s 10) this flight received 108 fixes, 9.3 % of them outside their accuracy.
+/// visual fixes, but none that claims more accuracy than it has. Looser settings give more fixes, and too
+/// many of them outside their accuracy (sim/README.md, "Tests").
 #[test]
 fn the_kalman_path_with_safe_settings_keeps_its_fixes_within_their_accuracy() {
     let dir = tempfile::tempdir().unwrap();

@@ -229,7 +229,7 @@ fn build_session(
         builder =
             builder.with_operators(OperatorDomain::new(SCAN_DOMAIN)?.add(OrtSelectiveScan)?)?;
         // The scan kernel runs on rayon's threads; ONNX Runtime's idle workers spin-waiting next to them
-        // would take the cores it needs (measured: the kernel ran 2-3x slower inside a session).
+        // would take the cores it needs (with them spinning the kernel runs 2-3x slower).
         builder = builder.with_config_entry("session.intra_op.allow_spinning", "0")?;
     }
     builder.commit_from_memory(model.bytes())

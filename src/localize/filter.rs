@@ -23,15 +23,15 @@
 //!   `init_measurements` recent measurements (within `init_window_s`) agree with each other: every pair
 //!   closer than the sum of their 95 % radii plus `max_speed_mps` times their time apart; AND they come from
 //!   clearly different views: two of them lie at least `init_min_spread_m` apart and farther than the sum
-//!   of their quantisation radii (the tiles of one view, right or wrong, stay within that of each other;
-//!   measured: a repeated look-alike view jitters by up to 13 m at a 20 m stride, its radii sum to 29 m).
+//!   of their quantisation radii (the tiles of one view, right or wrong, stay within that of each other: a
+//!   repeated look-alike view jitters by up to 13 m at a 20 m stride, where its radii sum to 29 m).
 //!   The vehicle must fly about one and a half tile strides within `init_window_s` (6 s: 5 m/s at a 20 m
 //!   stride). A slowly changing view keeps
 //!   matching the same wrong tile, so a wrong match repeated agrees with itself; requiring the view to change
 //!   (the vehicle moved, or other tiles won) is what makes the agreement evidence. A stricter minimum margin
-//!   for initialisation was the alternative, rejected: a weak model is confidently wrong (a wrong tile can win
-//!   by a large margin, frame after frame), so margin does not separate right from wrong where it matters,
-//!   and it would also refuse right matches of a weak but correct model. The price: a hovering vehicle does
+//!   for initialisation would not do: a weak model is confidently wrong (a wrong tile can win by a large
+//!   margin, frame after frame), so margin does not separate right from wrong where it matters, and it would
+//!   also refuse right matches of a weak but correct model. The price: a hovering vehicle does
 //!   not cold-start (it does from an anchor). Until then [`UpdateOutcome::NotInitialised`].
 //! - **Running.** A measurement whose innovation has a squared Mahalanobis distance above the χ²(2) quantile
 //!   at `gate_probability` (13.8 at 0.999) is [`UpdateOutcome::Gated`]: a correct measurement is gated one
@@ -83,10 +83,10 @@ pub struct FilterConfig {
     pub max_consecutive_gated: u32,
     /// A measurement after this long without an accepted one restarts the filter, s (at least `max_coast_s`).
     /// The default equals `max_coast_s`: once the filter has stopped publishing, its gate has grown with the
-    /// coast, and a single wrong match passing that wide gate would become the state. Measured in the
-    /// simulation with 10 s: after 9 s of coasting one match 70 m off was accepted and the filter then
-    /// followed it up to 166 m off while reporting 8-11 m. The price: a restart needs the cold-start
-    /// agreement (or an anchor) after every gap longer than the coast limit.
+    /// coast, and a single wrong match passing that wide gate would become the state: the filter would follow
+    /// it far off while reporting a small accuracy (a case with 10 s: the comments of
+    /// `sim/scenarios/yell-gnss-denied.toml`). The price: a restart needs the cold-start agreement (or an
+    /// anchor) after every gap longer than the coast limit.
     pub reinit_gap_s: f64,
     /// No estimate when the last accepted measurement is older than this, s.
     pub max_coast_s: f64,

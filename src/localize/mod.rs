@@ -15,8 +15,9 @@
 //!   [`Localizer::anchor`] feeds it the autopilot's position while GNSS is healthy.
 //!
 //! Every accuracy here is a radius that contains the true horizontal position with at least 95 %
-//! probability, and never smaller than what was measured: when unsure, the stage publishes nothing and says
-//! why (every refusal is a variant the pipeline can log and count).
+//! probability, and never smaller than the error that consecutive inputs share (a frame's tile quantisation,
+//! an anchor's own accuracy): when unsure, the stage publishes nothing and says why (every refusal is a
+//! variant the pipeline can log and count).
 
 pub mod estimator;
 pub mod filter;

@@ -3,9 +3,9 @@
 //!
 //! The [estimator](super::estimator) + [Kalman filter](super::filter) path turns each frame into one
 //! position, or refuses it when another place is nearly as similar. A weak model (the demo model) is
-//! ambiguous in most frames: measured in the bundled scenario, 80 % of the frames were refused, and the
-//! Kalman path stopped publishing 8 s after GNSS was lost. Yet the true tile is among the frame's ten best
-//! of 575 in 73 % of those frames, and the vehicle moves only a metre between frames. A particle filter uses
+//! ambiguous in most frames, so that path refuses most of them and soon stops publishing once GNSS is lost.
+//! Yet the true tile is usually among the frame's ten best, and the vehicle moves only a metre between frames
+//! (figures for the bundled scenario: sim/README.md, "The two localizers"). A particle filter uses
 //! that evidence: every frame reweights positions by how similar the tiles there are, and the motion model
 //! keeps only the places a vehicle could have flown through. A look-alike that wins one frame does not win
 //! the next ones from a place that moved consistently; a look-alike that keeps winning splits the cloud, and
@@ -32,10 +32,9 @@
 //! The temperature does two jobs. It converts cosine similarities into likelihood ratios, and it discounts
 //! frames that are not independent: at 5 frames a second and 1 m of travel a frame, consecutive frames see
 //! nearly the same ground, and multiplying their likelihoods as if they were independent makes the filter
-//! far too sure of itself. Measured offline on the bundled scenario's frames (two flights, seeds 7 and 11;
-//! the frames' similarities to every tile replayed through a prototype of this filter): temperature 0.03
-//! tracked as well on median (3 m) but its fixes exceeded their accuracy 5-20 % of the time; 0.2 kept the
-//! second mode of a look-alike 33 m away alive long enough for the accuracy to widen, 2-4 % outside.
+//! far too sure of itself. Too cold a temperature tracks as well on median, but its fixes exceed their
+//! accuracy too often; a warmer one keeps the second mode of a look-alike alive long enough for the reported
+//! accuracy to widen. Why the default 0.2 suits the demo model: sim/README.md, "The two localizers".
 //!
 //! A frame whose best places lie away from the cloud, so that the cloud's mean likelihood relative to the
 //! frame's best place (its *agreement*) is below `min_agreement`, is not used: a corrupt frame, a wrong
@@ -70,13 +69,11 @@
 //!
 //! # A wrong attitude
 //!
-//! A wrong attitude drags the cloud. Measured in the sim (bundled scenario, 25° of roll error for 5 s): the
-//! view centre moves 14 m, the frames still agree with the cloud well enough (none fell below
-//! `min_agreement`), and the cloud followed them to 19 m off while reporting 7-9 m: 14 of the 16 fixes
-//! received in the fault's window were wrong. The Kalman path gates such frames; this filter cannot, so the
-//! pipeline refuses them before they get here ([`crate::rectify::attitude_check`]: the attitude jumped
-//! without the image moving with it). With that check the same run received no fix in the window, and the
-//! cloud picked the track up again after it.
+//! A wrong attitude drags the cloud: 25° of roll error at 30 m moves the view centre 14 m, the shifted
+//! frames still agree with the cloud well enough to pass `min_agreement`, and the cloud follows them while its
+//! reported accuracy stays small. The Kalman path gates such frames; this filter cannot, so the pipeline
+//! refuses them before they get here ([`crate::rectify::attitude_check`]: the attitude jumped without the
+//! image moving with it). Both, in the simulation: sim/README.md, "Tests".
 //!
 //! # Determinism
 //!
@@ -115,16 +112,15 @@ pub struct ParticleConfig {
     pub max_accuracy_strides: f64,
     /// A frame whose agreement with the cloud (the cloud's mean likelihood relative to the frame's best
     /// place, 0..=1) is below this is not used ([`ParticleOutcome::Disagrees`]): the particle filter's
-    /// gate. Measured on the bundled scenario with the demo model at temperature 0.2: normal frames 1 % below
-    /// 0.13, median 0.38; 0.2 lost the track in one of four replays.
+    /// gate. The default sits below the agreement of nearly all normal frames of the demo model at
+    /// temperature 0.2; a higher one can lose the track (sim/README.md, "The two localizers").
     pub min_agreement: f64,
     /// The gate is not applied while the cloud's 95 % radius exceeds this many tile strides (more than
     /// `max_accuracy_strides`, so a cloud narrow enough to publish is always gated). A cloud that wide, grown
     /// by seconds without a usable frame (a camera stall, frames refused by the attitude check), no longer
     /// says where the vehicle is, only where it can be: there is nothing for a frame to disagree with, and
-    /// gating every frame would keep it from ever narrowing again. Measured in the bundled scenario: after
-    /// 10 s of refused frames every later frame was gated and no fix came until GNSS returned; with 3 the
-    /// cloud narrowed again within seconds (198 fixes, 2.0 % outside their accuracy).
+    /// gating every frame would keep it from ever narrowing again (after 10 s of refused frames, no fix would
+    /// come until GNSS returned). With 3 the cloud narrows again within seconds (sim/README.md, "Tests").
     pub reacquire_strides: f64,
     /// Tiles the localize stage asks the search for (at least the stage's own `top_k`): all the tiles
     /// around the cloud should be there, not only the best few.

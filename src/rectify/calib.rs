@@ -451,7 +451,7 @@ impl CameraCalibration {
     }
 
     /// Checks every field (ranges, finiteness, invertible distortion over the image); messages start with
-    /// `calibration `<name>``. Loading and the importers run the same checks with the file as origin.
+    /// ``calibration `<name>` ``. Loading and the importers run the same checks with the file as origin.
     pub fn validate(&self) -> Result<(), CalibError> {
         self.check(&format!("calibration `{}`", self.name))
     }

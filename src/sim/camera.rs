@@ -14,6 +14,8 @@
 //! numbers are skipped: the gaps show in the reports); `corrupt_frames` alternates random-byte images and
 //! [`CameraError::CorruptFrame`] errors. Every delivered, dropped or corrupted frame is logged with its truth
 //! in [`SimCameraLog`], which the closed loop reads after the run.
+//!
+//! [`Photometric`]: crate::sim::photometric::Photometric
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -17,6 +17,11 @@
 //! autopilot got), `summary.json` ([`SimSummary`]), `pipeline-frames.csv` (the pipeline's own fix log) and
 //! `trajectory.png` ([`crate::sim::plot`]). With [`RunOptions::record`] the frames the pipeline processed
 //! are recorded (the pipeline then runs lossless) and [`replay`] reproduces the same fixes from the folder.
+//!
+//! [`FakeAutopilot`]: crate::sim::autopilot::FakeAutopilot
+//! [`Pipeline`]: crate::pipeline::Pipeline
+//! [`SimCamera`]: crate::sim::camera::SimCamera
+//! [`FcLink`]: crate::fc::FcLink
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -35,6 +35,8 @@
 //! Reproducible: every tile draws from its own ChaCha8 stream seeded from the seed, the orthophoto's index
 //! and the tile's row and column, so the output does not depend on rayon's scheduling (tiles run in
 //! parallel). Written into `OUT.partial`, renamed to `OUT` at the end.
+//!
+//! [`Photometric`]: crate::sim::photometric::Photometric
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

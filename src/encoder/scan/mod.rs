@@ -17,7 +17,7 @@
 //! Use [`selective_scan`] (fastest kernel for this CPU, parallel over channels on the current rayon
 //! pool), or [`selective_scan_with`] to pick a [`Kernel`] and [`Threading`] (tests, benchmarks).
 //! [`selective_scan_reference`] is the plain scalar loop every kernel is tested against, and
-//! [`bench`] / [`bench_reference`] time them on Vim-like random inputs.
+//! [`bench()`] / [`bench_reference`] time them on Vim-like random inputs.
 //!
 //! How it is fast: `B` and `C` are packed once per batch into `[len, 2 * state]` rows so each step
 //! reads two contiguous vectors; the step is vectorised over the state (N = 16 is one AVX-512
