@@ -69,7 +69,7 @@ sim: setup
 	ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo run --release -- sim
 
 test-rust: apt venv data
-	VIMGEO_PYTHON="$(PY)" ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --all-targets --all-features
+	VIMGEO_PYTHON="$(PY)" ORT_DYLIB_PATH="$(ORT_DYLIB)" cargo test --workspace --all-targets --all-features
 
 test-python: venv data
 	cd models && PYTHONPATH=$(PYTHONPATH_MODELS) "$(PY)" -m pytest -q
@@ -78,16 +78,16 @@ test-python: venv data
 lint: lint-rust lint-python
 
 lint-rust: apt
-	cargo fmt --check
-	cargo clippy --all-targets --no-default-features --quiet -- -D warnings
-	cargo clippy --all-targets --all-features --quiet -- -D warnings
+	cargo fmt --all --check
+	cargo clippy -p vimgeo -p vimgeo-onboard --all-targets --no-default-features --quiet -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 lint-python: venv
 	"$(PY)" -m ruff check models data
 	"$(PY)" -m ruff format --check models data
 
 fmt: venv
-	cargo fmt
+	cargo fmt --all
 	"$(PY)" -m ruff format models data
 
 # The cached environment's python, for commands in the READMEs: PY=$(make -s print-python)

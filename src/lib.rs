@@ -1,24 +1,8 @@
-//! vimgeo: onboard visual geo-localization for drones that fly without GNSS.
-//!
-//! The crate is the onboard runtime. Each pipeline stage lives in the module named after it
-//! (see `docs` in the repository's README and ARCHITECTURE map):
-//! camera → rectify → encode → match → localize → publish.
-//! Only the binary (`src/main.rs`) parses arguments or reads the environment; the library takes
-//! resolved configuration values.
+//! vimgeo under one name: the onboard crate's modules (`vimgeo::camera`, `vimgeo::pipeline`, ...) and, with
+//! the `ground` feature (the default), the ground crate's `vimgeo::build` and `vimgeo::sim`. The command
+//! line (`src/main.rs`) and the integration tests use these paths.
 
-pub mod camera;
-pub mod config_file;
-pub mod data;
-pub mod encoder;
-pub mod fc;
-pub mod fix;
-pub mod geodesy;
-pub mod localize;
-pub mod matching;
-pub mod pipeline;
-pub mod preflight;
-pub mod rectify;
-pub mod sim;
+pub use vimgeo_onboard::*;
 
-/// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "ground")]
+pub use vimgeo_ground::{build, sim};

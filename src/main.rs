@@ -5,7 +5,9 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 
-use cli::{cache, calib, encoder, fc, geometry, preflight, run, sim, BenchCommand};
+#[cfg(feature = "ground")]
+use cli::sim;
+use cli::{cache, calib, encoder, fc, geometry, preflight, run, BenchCommand};
 
 /// Onboard visual geo-localization for GNSS-denied drones.
 #[derive(Debug, Parser)]
@@ -20,7 +22,11 @@ enum Command {
     /// The onboard pipeline: camera → rectify → encode → match → localize → publish, from one TOML config.
     Run(run::RunArgs),
     /// The closed-loop GNSS-denied simulation (no arguments: the bundled scenario); `sim pairs`: training pairs.
+    #[cfg(feature = "ground")]
     Sim(sim::SimArgs),
+    /// The closed-loop simulation and `sim pairs` (not in this build: they need the ground tools).
+    #[cfg(not(feature = "ground"))]
+    Sim(cli::Absent),
     /// Pre-flight check: camera, calibration, model, tile cache and area, autopilot link and parameters.
     Preflight(preflight::PreflightArgs),
     /// Print the build: crate version, target and enabled CPU features.
@@ -66,7 +72,10 @@ fn main() -> anyhow::Result<()> {
         Command::Render(args) => geometry::render(&args)?,
         Command::Rectify(args) => geometry::rectify(&args)?,
         Command::Run(args) => run::run(&args)?,
+        #[cfg(feature = "ground")]
         Command::Sim(args) => sim::sim(&args)?,
+        #[cfg(not(feature = "ground"))]
+        Command::Sim(_) => anyhow::bail!("`vimgeo sim`: {}", cache::NO_GDAL),
         Command::Preflight(args) => preflight::preflight(&args)?,
         Command::Fc(fc::FcCommand::Monitor(args)) => fc::fc_monitor(&args)?,
     }

@@ -1,9 +1,9 @@
 //! Building tile caches from the fetched orthophotos (GeoTIFF 8- and 16-bit, PNG + world file): the
 //! georeference, the tiling, the cache on disk, querying it, resuming an interrupted build, and the CLI.
 //!
-//! Needs the `gdal` feature (`cargo test --features gdal`) and the imagery of the data folder (`make data`).
+//! Needs the `ground` feature (the default) and the imagery of the data folder (`make data`).
 
-#![cfg(feature = "gdal")]
+#![cfg(feature = "ground")]
 
 mod common;
 
@@ -13,11 +13,11 @@ use std::process::Command;
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use image::GenericImageView;
-use vimgeo::encoder::{open_encoder, Encoder, EncoderConfig, EngineChoice};
-use vimgeo::matching::build::{
+use vimgeo::build::{
     build_cache, journal_path, BuildError, BuildOutcome, BuildReport, CacheBuildConfig,
     EncodeOptions, OrthoOptions, Orthophoto, PlanError, TilingPlan, TilingSpec,
 };
+use vimgeo::encoder::{open_encoder, Encoder, EncoderConfig, EngineChoice};
 use vimgeo::matching::{CacheExpectation, EmbeddingDtype, TileCache};
 
 const LANDSAT: &str = "landsat8_30m_utm21s.tif";

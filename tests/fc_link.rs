@@ -1,5 +1,9 @@
 //! The flight-controller link: our frames decoded by pymavlink, and the link against the fake autopilot over
 //! real UDP sockets on free loopback ports. Every wait has a deadline.
+//!
+//! Needs the `ground` feature (the default): the fake autopilot or the scenarios are the ground crate's.
+
+#![cfg(feature = "ground")]
 
 #[path = "common/pymavlink.rs"]
 mod pymavlink;

@@ -1,6 +1,6 @@
 //! Geodesy against independent references: GeographicLib's published example, PROJ (cs2cs / `proj -V`, which
 //! use the Poder/Engsager extended transverse Mercator, an implementation independent of ours), and, with the
-//! `gdal` feature, GDAL's OSR transform for 100 points in each of zones 12N, 17N and 21S.
+//! `ground` feature, GDAL's OSR transform for 100 points in each of zones 12N, 17N and 21S.
 
 use vimgeo::geodesy::{distance_m, Geodetic, UtmZone};
 
@@ -86,7 +86,7 @@ fn geodesic_distance_matches_karney() {
 /// `echo 44.9 -110.5 44.95 -110.45 | geod -I +ellps=WGS84` (printed to the millimetre).
 const GEOD_SHORT_M: f64 = 6815.972;
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 #[test]
 fn utm_forward_matches_gdal_osr() {
     use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};

@@ -10,7 +10,7 @@
 //! half an output pixel is what a systematic error (a sign, a half-pixel convention, a lever arm) would
 //! exceed at once; the mean is held to a fifth of a pixel.
 
-#![cfg(feature = "gdal")]
+#![cfg(feature = "ground")]
 
 mod common;
 
@@ -21,8 +21,8 @@ use image::RgbImage;
 use nalgebra::Vector3;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use vimgeo::build::OrthoOptions;
 use vimgeo::geodesy::{Geodetic, LocalFrame};
-use vimgeo::matching::build::OrthoOptions;
 use vimgeo::rectify::{
     rectify, AttitudeCheck, AttitudeVerdict, CameraCalibration, CameraModel, Pose, RectifyError,
     RectifyLimits, RectifyTarget,

@@ -4,6 +4,10 @@
 //! bad config are refused with messages naming what is wrong; a stalled camera reaches the autopilot as
 //! STATUSTEXT; the systemd watchdog gets its datagrams; a healthy GNSS anchors the localizer, and a recording
 //! keeps the anchors used so its replay reproduces the fixes (a malformed anchors file is refused at start).
+//!
+//! Needs the `ground` feature (the default): the fake autopilot or the scenarios are the ground crate's.
+
+#![cfg(feature = "ground")]
 
 mod common;
 

@@ -3,6 +3,10 @@
 //! every check passes (ArduPilot and PX4); then each broken item fails its own check with the right message
 //! and fix: no frames, a missing camera device, an example calibration, a cache of another model, a planned
 //! area outside the cache, no autopilot, a wrong and a missing parameter.
+//!
+//! Needs the `ground` feature (the default): the fake autopilot or the scenarios are the ground crate's.
+
+#![cfg(feature = "ground")]
 
 mod common;
 

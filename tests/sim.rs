@@ -17,7 +17,7 @@
 //! 420 x 315 px (same field of view as calib/sim.toml) to keep the tests' real-time loop fast. Needs the `gdal`
 //! feature and the imagery of the data folder (`make data`).
 
-#![cfg(feature = "gdal")]
+#![cfg(feature = "ground")]
 
 mod common;
 
@@ -344,7 +344,7 @@ fn the_kalman_path_with_safe_settings_keeps_its_fixes_within_their_accuracy() {
     );
 }
 
-/// Another day: the camera sees the `mild` appearance change (src/sim/appearance.rs) of the map the cache was
+/// Another day: the camera sees the `mild` appearance change (crates/ground/src/sim/appearance.rs) of the map the cache was
 /// built from. The demo model was trained on this orthophoto (in sample); the out-of-sample figures are in
 /// sim/README.md. When the model cannot localize a frame the right behaviour is fewer fixes, never wrong ones:
 /// at most 5 % of the fixes outside their reported 95 % radius, none more than 3 tile strides off.
@@ -381,8 +381,8 @@ fn across_the_appearance_gap_fixes_stay_honest() {
 fn camera_imagery_in_another_crs_and_gsd_still_localizes() {
     use gdal::spatial_ref::SpatialRef;
     use gdal::DriverManager;
+    use vimgeo::build::OrthoOptions;
     use vimgeo::geodesy::UtmZone;
-    use vimgeo::matching::build::OrthoOptions;
     use vimgeo::sim::render::OrthoMap;
 
     let dir = tempfile::tempdir().unwrap();
@@ -731,7 +731,7 @@ fn a_recorded_run_replays_to_the_same_fixes() {
 #[ignore]
 fn render_cost_per_frame() {
     use rand::SeedableRng;
-    use vimgeo::matching::build::OrthoOptions;
+    use vimgeo::build::OrthoOptions;
     use vimgeo::rectify::{CameraCalibration, CameraModel, Pose};
     use vimgeo::sim::photometric::PhotometricRange;
     use vimgeo::sim::render::{render_with, OrthoMap};

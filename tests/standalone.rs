@@ -2,6 +2,10 @@
 //! comes from the repository or from the data folder that `make data` fetches from package registries; no
 //! tracked file reaches outside the clone for the team's shared folder (CI's clone has one beside it, so this
 //! test looks at what the files say instead of hoping the folder is absent).
+//!
+//! Needs the `ground` feature (the default): the fake autopilot or the scenarios are the ground crate's.
+
+#![cfg(feature = "ground")]
 
 mod common;
 

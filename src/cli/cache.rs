@@ -1,7 +1,7 @@
 //! `vimgeo cache ...` (build, inspect, verify, query, preview tile caches) and `vimgeo bench search`.
 
 use std::path::PathBuf;
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -25,7 +25,7 @@ pub(crate) enum CacheCommand {
 
 /// How to read the orthophoto, shared by `cache build` and `cache preview`.
 // Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg_attr(not(feature = "ground"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct OrthoArgs {
     /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
@@ -48,7 +48,7 @@ pub(crate) struct OrthoArgs {
 }
 
 // Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg_attr(not(feature = "ground"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct CacheBuildArgs {
     #[command(flatten)]
@@ -129,7 +129,7 @@ pub(crate) struct CacheQueryArgs {
 }
 
 // Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg_attr(not(feature = "ground"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct CachePreviewArgs {
     /// The cache file.
@@ -154,23 +154,23 @@ pub(crate) fn cache(command: CacheCommand) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(not(feature = "gdal"))]
+#[cfg(not(feature = "ground"))]
 pub(crate) const NO_GDAL: &str = "this vimgeo was built without GDAL, which reading orthophotos needs; \
     rebuild it with the default features, `cargo build --release` (needs the system GDAL: `apt-get install libgdal-dev`)";
 
-#[cfg(not(feature = "gdal"))]
+#[cfg(not(feature = "ground"))]
 pub(crate) fn cache_build(_: &CacheBuildArgs) -> anyhow::Result<()> {
     bail!("`vimgeo cache build`: {NO_GDAL}")
 }
 
-#[cfg(not(feature = "gdal"))]
+#[cfg(not(feature = "ground"))]
 pub(crate) fn cache_preview(_: &CachePreviewArgs) -> anyhow::Result<()> {
     bail!("`vimgeo cache preview`: {NO_GDAL}")
 }
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 impl OrthoArgs {
-    fn resolve(&self) -> anyhow::Result<vimgeo::matching::build::OrthoOptions> {
+    fn resolve(&self) -> anyhow::Result<vimgeo::build::OrthoOptions> {
         let bands = match self.bands.as_deref() {
             None => None,
             Some(&[r, g, b]) => Some([r, g, b]),
@@ -180,7 +180,7 @@ impl OrthoArgs {
             [lo, hi] => [lo, hi],
             _ => bail!("--percentiles takes LOW,HIGH"),
         };
-        Ok(vimgeo::matching::build::OrthoOptions {
+        Ok(vimgeo::build::OrthoOptions {
             crs: self.crs.clone(),
             bands,
             percentiles: Some(percentiles),
@@ -189,11 +189,11 @@ impl OrthoArgs {
     }
 }
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 impl CacheBuildArgs {
     /// The tiling spec: explicit footprints, or the footprints of a height band.
-    fn spec(&self) -> anyhow::Result<vimgeo::matching::build::TilingSpec> {
-        use vimgeo::matching::build::TilingSpec;
+    fn spec(&self) -> anyhow::Result<vimgeo::build::TilingSpec> {
+        use vimgeo::build::TilingSpec;
         match (&self.footprint, &self.height, self.hfov_deg) {
             (Some(_), Some(_), _) => bail!("give --footprint or --height, not both"),
             (Some(f), None, _) => Ok(TilingSpec::from_footprints(f.clone(), self.stride)?),
@@ -218,7 +218,7 @@ impl CacheBuildArgs {
 }
 
 /// Parses `80..150` (or `80-150`, or a single height `120`).
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg_attr(not(feature = "ground"), allow(dead_code))]
 pub(crate) fn parse_height_band(text: &str) -> anyhow::Result<(f64, f64)> {
     let parse = |s: &str| {
         s.trim()
@@ -234,10 +234,10 @@ pub(crate) fn parse_height_band(text: &str) -> anyhow::Result<(f64, f64)> {
     }
 }
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 pub(crate) fn cache_build(args: &CacheBuildArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    use vimgeo::matching::build::{build_cache, BuildOutcome, CacheBuildConfig, EncodeOptions};
+    use vimgeo::build::{build_cache, BuildOutcome, CacheBuildConfig, EncodeOptions};
     use vimgeo::matching::EmbeddingDtype;
 
     if args.batch == 0 {
@@ -264,7 +264,7 @@ pub(crate) fn cache_build(args: &CacheBuildArgs) -> anyhow::Result<()> {
     let mut encoder = args.engine.open()?;
     let terminal = std::io::stderr().is_terminal();
     let mut last_logged = Instant::now();
-    let mut progress = |p: &vimgeo::matching::build::Progress| {
+    let mut progress = |p: &vimgeo::build::Progress| {
         let eta = p
             .eta()
             .map_or_else(|| "?".to_string(), |d| format!("{:.0} s", d.as_secs_f64()));
@@ -430,9 +430,9 @@ pub(crate) fn cache_query(args: &CacheQueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 pub(crate) fn cache_preview(args: &CachePreviewArgs) -> anyhow::Result<()> {
-    use vimgeo::matching::build::{render_preview, Orthophoto, PreviewTile};
+    use vimgeo::build::{render_preview, Orthophoto, PreviewTile};
     use vimgeo::matching::{CacheExpectation, TileCache};
     let cache = TileCache::open(&args.cache, &CacheExpectation::default())?;
     let ortho = Orthophoto::open(&args.ortho.ortho, &args.ortho.resolve()?)?;

@@ -13,7 +13,7 @@ use vimgeo::rectify::{
 };
 
 /// `vimgeo render`.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg_attr(not(feature = "ground"), allow(dead_code))]
 #[derive(Debug, Args)]
 pub(crate) struct RenderArgs {
     /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
@@ -92,7 +92,7 @@ pub(crate) struct RectifyArgs {
 }
 
 /// `vimgeo sim pairs`.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg(feature = "ground")]
 #[derive(Debug, Args)]
 pub(crate) struct PairsArgs {
     /// An orthophoto, `PATH[:CRS][@train]` (repeatable; `data:NAME` for a file of the data folder):
@@ -120,11 +120,12 @@ pub(crate) struct PairsArgs {
     /// The simulated camera's calibration.
     #[arg(long, value_name = "TOML", default_value = "calib/sim.toml")]
     calib: PathBuf,
-    /// "Another day" for the drone views: none, mild or strong (src/sim/appearance.rs).
+    /// "Another day" for the drone views: none, mild or strong (crates/ground/src/sim/appearance.rs).
     #[arg(long, default_value = "none", value_parser = parse_appearance)]
     appearance: vimgeo::sim::appearance::AppearancePreset,
 }
 
+#[cfg(feature = "ground")]
 pub(crate) fn parse_appearance(
     s: &str,
 ) -> Result<vimgeo::sim::appearance::AppearancePreset, String> {
@@ -177,15 +178,15 @@ fn check_angles(roll: f64, pitch: f64, yaw: f64, height: f64) -> anyhow::Result<
     Ok(())
 }
 
-#[cfg(not(feature = "gdal"))]
+#[cfg(not(feature = "ground"))]
 pub(crate) fn render(_: &RenderArgs) -> anyhow::Result<()> {
     bail!("`vimgeo render`: {}", super::cache::NO_GDAL)
 }
 
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 pub(crate) fn render(args: &RenderArgs) -> anyhow::Result<()> {
     use rand::SeedableRng;
-    use vimgeo::matching::build::OrthoOptions;
+    use vimgeo::build::OrthoOptions;
     use vimgeo::sim::photometric::PhotometricRange;
     use vimgeo::sim::render::{render as render_frame, render_with, OrthoMap};
 
@@ -258,7 +259,7 @@ pub(crate) fn rectify(args: &RectifyArgs) -> anyhow::Result<()> {
 }
 
 /// `PATH[:CRS][@train]` → (path, CRS, train only). The CRS is an `AUTHORITY:CODE` at the end.
-#[cfg_attr(not(feature = "gdal"), allow(dead_code))]
+#[cfg(feature = "ground")]
 fn parse_ortho(spec: &str) -> (PathBuf, Option<String>, bool) {
     let (rest, train_only) = match spec.strip_suffix("@train") {
         Some(r) => (r, true),
@@ -280,15 +281,10 @@ fn parse_ortho(spec: &str) -> (PathBuf, Option<String>, bool) {
     (PathBuf::from(rest), None, train_only)
 }
 
-#[cfg(not(feature = "gdal"))]
-pub(crate) fn pairs(_: &PairsArgs) -> anyhow::Result<()> {
-    bail!("`vimgeo sim pairs`: {}", super::cache::NO_GDAL)
-}
-
-#[cfg(feature = "gdal")]
+#[cfg(feature = "ground")]
 pub(crate) fn pairs(args: &PairsArgs) -> anyhow::Result<()> {
     use std::time::Instant;
-    use vimgeo::matching::build::OrthoOptions;
+    use vimgeo::build::OrthoOptions;
     use vimgeo::sim::pairs::{generate_pairs, PairsConfig, PairsSource};
     use vimgeo::sim::render::OrthoMap;
 
@@ -350,7 +346,7 @@ pub(crate) fn pairs(args: &PairsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "ground"))]
 mod tests {
     use super::*;
 

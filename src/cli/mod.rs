@@ -9,6 +9,7 @@ pub(crate) mod fc;
 pub(crate) mod geometry;
 pub(crate) mod preflight;
 pub(crate) mod run;
+#[cfg(feature = "ground")]
 pub(crate) mod sim;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,14 @@ pub(crate) fn data_dir() -> DataDir {
 /// A path argument that may name a file of the data folder as `data:NAME` (clap's value parser).
 pub(crate) fn data_path(arg: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(data_dir().resolve(Path::new(arg)))
+}
+
+/// Any arguments of a command this build does not have (`vimgeo sim` without the ground tools).
+#[cfg(not(feature = "ground"))]
+#[derive(Debug, clap::Args)]
+pub(crate) struct Absent {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -142,14 +142,6 @@ pub(crate) fn sim(args: &SimArgs) -> anyhow::Result<()> {
     fly(&scenario, &scenario_path, &options, args)
 }
 
-#[cfg(not(feature = "gdal"))]
-fn fly(_: &Scenario, _: &Path, _: &RunOptions, _: &SimArgs) -> anyhow::Result<()> {
-    bail!(
-        "`vimgeo sim` reads orthophotos through GDAL: build with the `gdal` feature (the default)"
-    )
-}
-
-#[cfg(feature = "gdal")]
 fn fly(
     scenario: &Scenario,
     scenario_path: &Path,
