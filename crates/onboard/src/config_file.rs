@@ -3,9 +3,12 @@
 //! scenario ([`crate::sim::scenario::Scenario`]).
 //!
 //! Both follow the same two steps: [`read`] and [`parse`] turn the file into its `Raw…` serde struct (unknown
-//! keys refused by the struct's `deny_unknown_fields`), then a resolver checks every value once through a
-//! [`ConfigFile`], which builds the [`ConfigFileError::Invalid`] naming the file, the table and the key, and
-//! resolves relative paths against the file's folder:
+//! keys refused by the struct's `deny_unknown_fields`, names of choices by serde enums, each missing key
+//! taken from the struct's `Default`), then a resolver checks every value once through a [`ConfigFile`],
+//! which builds the [`ConfigFileError::Invalid`] naming the file, the table and the key, and resolves relative
+//! paths against the file's folder. Errors serde raises name the key path too ([`ConfigFileError::Parse`]):
+//! `vimgeo.toml: [model] engine: unknown variant `onnx`, expected one of `ort`, `tract`, `auto` (line 8,
+//! column 10)`.
 //!
 //! ```
 //! use std::path::Path;
@@ -20,9 +23,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_path_to_error::Segment;
 
 use crate::data::{self, DataDir};
 use crate::encoder::EngineChoice;
+use crate::localize::LocalizerConfig;
 
 /// A configuration file that cannot be used. Every message names the file; value errors name the key.
 #[derive(Debug, thiserror::Error)]
@@ -37,17 +43,21 @@ pub enum ConfigFileError {
         /// The operating system's reason.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, has an unknown key, or a value of the wrong type (toml's message quotes
-    /// the line and the key).
-    #[error("{}: {message}", file.display())]
+    /// The file is not valid TOML, or serde refuses it: an unknown or missing key, a value of the wrong type,
+    /// a name that is not one of the choices.
+    #[error("{}: {}{message}", file.display(), place(section, key))]
     Parse {
         /// The file.
         file: PathBuf,
-        /// What toml says, with the offending line.
+        /// The table, e.g. `localize.filter` or `fault 2`; empty for a top-level key or a syntax error.
+        section: String,
+        /// The key in it, e.g. `engine` or `waypoints_ne_m[2]`; empty for a syntax error.
+        key: String,
+        /// What toml says: with the line and column when the key is known, else with the offending line.
         message: String,
     },
     /// A value is out of range or inconsistent with another.
-    #[error("{}: [{section}] {key}: {reason}", file.display())]
+    #[error("{}: {}{reason}", file.display(), place(section, key))]
     Invalid {
         /// The file.
         file: PathBuf,
@@ -60,6 +70,17 @@ pub enum ConfigFileError {
     },
 }
 
+/// Where in the file an error is, as its message starts: `[section] key: `, `[section]: ` for the whole
+/// table, `key: ` for a top-level key, nothing for the whole file.
+fn place(section: &str, key: &str) -> String {
+    match (section.is_empty(), key.is_empty()) {
+        (false, false) => format!("[{section}] {key}: "),
+        (false, true) => format!("[{section}]: "),
+        (true, false) => format!("{key}: "),
+        (true, true) => String::new(),
+    }
+}
+
 /// Reads `file` as text; `kind` says what it is in the error (`configuration`, `scenario`).
 pub fn read(file: &Path, kind: &'static str) -> Result<String, ConfigFileError> {
     std::fs::read_to_string(file).map_err(|source| ConfigFileError::Read {
@@ -69,20 +90,88 @@ pub fn read(file: &Path, kind: &'static str) -> Result<String, ConfigFileError> 
     })
 }
 
-/// Parses `text`, read from `file`, into its raw struct.
+/// Parses `text`, read from `file`, into its raw struct. A value serde refuses is reported with its key path
+/// (the table, e.g. `[localize.filter]`, then the key) and its line and column.
 pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigFileError> {
-    toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+    let whole_file = |e: toml::de::Error| ConfigFileError::Parse {
         file: file.to_path_buf(),
+        section: String::new(),
+        key: String::new(),
         message: e.to_string().trim_end().to_owned(),
+    };
+    let de = toml::Deserializer::parse(text).map_err(whole_file)?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut path: Vec<Segment> = e.path().iter().cloned().collect();
+        let e = e.into_inner();
+        let mut message = e.message().trim_end().to_owned();
+        // serde names a missing key in its message, at the table's path: the key goes to the path.
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            path.push(Segment::Map {
+                key: name.to_owned(),
+            });
+            message = "missing".to_owned();
+        }
+        let (section, key) = split_path(&path);
+        if section.is_empty() && key.is_empty() {
+            return whole_file(e);
+        }
+        if let Some(span) = e.span() {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            message = format!("{message} (line {line}, column {column})");
+        }
+        ConfigFileError::Parse {
+            file: file.to_path_buf(),
+            section,
+            key,
+            message,
+        }
     })
 }
 
-/// The names of the `[model] engine` key, in both files (for [`ConfigFile::one_of`]).
-pub const ENGINES: &[(&str, EngineChoice)] = &[
-    ("auto", EngineChoice::Auto),
-    ("ort", EngineChoice::Ort),
-    ("tract", EngineChoice::Tract),
-];
+/// A serde path as the table and the key: the last name with the array indices after it is the key
+/// (`waypoints_ne_m[2]`), the names before it the table (`localize.filter`; the second `[[fault]]` is
+/// `fault 2`, as the resolver names it).
+fn split_path(path: &[Segment]) -> (String, String) {
+    let last_name = path
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+        .unwrap_or(0);
+    let mut section = String::new();
+    let mut key = String::new();
+    for (i, segment) in path.iter().enumerate() {
+        match segment {
+            Segment::Map { key: name } if i == last_name => key.push_str(name),
+            Segment::Map { key: name } => {
+                if !section.is_empty() {
+                    section.push('.');
+                }
+                section.push_str(name);
+            }
+            Segment::Seq { index } if i > last_name => key.push_str(&format!("[{index}]")),
+            Segment::Seq { index } => section.push_str(&format!(" {}", index + 1)),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    (section, key)
+}
+
+/// The names of the `[model] engine` key, in both files: `auto`, `ort`, `tract` (for
+/// `#[serde(with = "EngineName")]` on an [`EngineChoice`] field).
+#[derive(Deserialize)]
+#[serde(remote = "EngineChoice", rename_all = "snake_case")]
+pub enum EngineName {
+    /// `ort`.
+    Ort,
+    /// `tract`.
+    Tract,
+    /// `auto`.
+    Auto,
+}
 
 /// The file whose values are being checked: every check's error names it, and relative paths resolve against
 /// its folder.
@@ -181,6 +270,19 @@ impl<'a> ConfigFile<'a> {
         }
     }
 
+    /// Checks a `[localize]` configuration; the error names the table (`localize.filter`) and the key.
+    pub fn localize(&self, c: &LocalizerConfig) -> Result<(), ConfigFileError> {
+        c.validate().map_err(|e| {
+            let crate::localize::ConfigError::Invalid { table, key, reason } = e;
+            self.invalid(&table, &key, reason)
+        })
+    }
+
+    /// A key the file must give.
+    pub fn given<T>(&self, section: &str, key: &str, v: Option<T>) -> Result<T, ConfigFileError> {
+        v.ok_or_else(|| self.invalid(section, key, "missing"))
+    }
+
     /// A key that this choice of another key requires (`why`: `for source "v4l2"`).
     pub fn required<T>(
         &self,
@@ -190,26 +292,6 @@ impl<'a> ConfigFile<'a> {
         why: &str,
     ) -> Result<T, ConfigFileError> {
         v.ok_or_else(|| self.invalid(section, key, format!("missing: required {why}")))
-    }
-
-    /// The value of the name `v` in `choices` (name, value); the error lists the names.
-    pub fn one_of<T: Clone>(
-        &self,
-        section: &str,
-        key: &str,
-        v: &str,
-        choices: &[(&str, T)],
-    ) -> Result<T, ConfigFileError> {
-        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == v) {
-            return Ok(value.clone());
-        }
-        let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
-        let listed = match names.split_last() {
-            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-            Some((last, _)) => last.clone(),
-            None => String::new(),
-        };
-        Err(self.invalid(section, key, format!("{v:?} is not {listed}")))
     }
 }
 
@@ -262,18 +344,6 @@ mod tests {
         assert_eq!(
             f().nonzero("pipeline", "report_capacity", 3usize).unwrap(),
             3
-        );
-    }
-
-    #[test]
-    fn one_of_maps_names_and_lists_them_when_unknown() {
-        let choices = [("auto", 0), ("ort", 1), ("tract", 2)];
-        assert_eq!(f().one_of("model", "engine", "ort", &choices).unwrap(), 1);
-        assert_eq!(
-            f().one_of("model", "engine", "onnx", &choices)
-                .unwrap_err()
-                .to_string(),
-            "/etc/x/a.toml: [model] engine: \"onnx\" is not \"auto\", \"ort\" or \"tract\""
         );
     }
 

@@ -56,7 +56,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::sim::appearance::{Appearance, AppearancePreset};
-use vimgeo_onboard::config_file::{self, ConfigFile, ConfigFileError};
+use vimgeo_onboard::config_file::{self, ConfigFile, ConfigFileError, EngineName};
 use vimgeo_onboard::data::DataDir;
 use vimgeo_onboard::encoder::EngineChoice;
 use vimgeo_onboard::localize::LocalizerConfig;
@@ -100,19 +100,39 @@ pub struct RawScenario {
     pub run: RawRun,
     /// `[localize]`: the localizer's configuration, as in the onboard file.
     #[serde(default)]
-    pub localize: Option<LocalizerConfig>,
+    pub localize: LocalizerConfig,
     /// `[appearance]`: how the world the camera sees differs from the map.
     #[serde(default)]
     pub appearance: RawAppearance,
 }
 
-/// `[appearance]`: a preset (`none`, `mild`, `strong`; default `none`) drawn with the run's seed, then any
-/// value overridden (see [`crate::sim::appearance`] for what each does and its range).
+/// The names of `[appearance] preset`.
+#[derive(Deserialize)]
+#[serde(remote = "AppearancePreset", rename_all = "snake_case")]
+enum PresetName {
+    None,
+    Mild,
+    Strong,
+}
+
+/// `[appearance] preset`: `none` (the default), `mild` or `strong`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Preset(#[serde(with = "PresetName")] pub AppearancePreset);
+
+impl Default for Preset {
+    fn default() -> Self {
+        Preset(AppearancePreset::None)
+    }
+}
+
+/// `[appearance]`: a preset drawn with the run's seed, then any value overridden (see
+/// [`crate::sim::appearance`] for what each does and its range).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawAppearance {
     /// The preset.
-    pub preset: Option<String>,
+    pub preset: Preset,
     /// Override of the same field of [`Appearance`].
     pub exposure_gain: Option<f32>,
     /// Override of the same field of [`Appearance`].
@@ -159,68 +179,121 @@ pub struct RawMap {
 }
 
 /// `[model]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawModel {
-    /// The exported model; default `../../models/vimgeo-demo.onnx`.
-    pub path: Option<PathBuf>,
+    /// The exported model.
+    pub path: PathBuf,
     /// `auto`, `ort` or `tract`.
-    pub engine: Option<String>,
+    #[serde(with = "EngineName")]
+    pub engine: EngineChoice,
+}
+
+impl Default for RawModel {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("../../models/vimgeo-demo.onnx"),
+            engine: EngineChoice::default(),
+        }
+    }
 }
 
 /// `[cache]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawCache {
     /// A cache file to use (built there when missing).
     pub path: Option<PathBuf>,
-    /// Tile side on the ground, metres (default 19.2: 192 px at 0.1 m, the demo model's training tiles).
-    pub footprint_m: Option<f64>,
-    /// Step between tiles, fraction of the footprint (default 0.5).
-    pub stride: Option<f64>,
-    /// The search window around the localizer's last position, metres (default: the pipeline's, 500 m).
+    /// Tile side on the ground, metres (by default 192 px at 0.1 m, the demo model's training tiles).
+    pub footprint_m: f64,
+    /// Step between tiles, fraction of the footprint.
+    pub stride: f64,
+    /// The search window around the localizer's last position, metres (default: the pipeline's).
     pub prior_radius_m: Option<f64>,
 }
 
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            path: None,
+            footprint_m: 19.2,
+            stride: 0.5,
+            prior_radius_m: None,
+        }
+    }
+}
+
 /// `[camera]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawCamera {
-    /// Calibration file; default `../../calib/sim.toml`.
-    pub calib: Option<PathBuf>,
-    /// Frames per second (default 4).
-    pub fps: Option<f64>,
-    /// A random photometric change per frame (default true).
-    pub photometric: Option<bool>,
+    /// Calibration file.
+    pub calib: PathBuf,
+    /// Frames per second.
+    pub fps: f64,
+    /// A random photometric change per frame.
+    pub photometric: bool,
+}
+
+impl Default for RawCamera {
+    fn default() -> Self {
+        Self {
+            calib: PathBuf::from("../../calib/sim.toml"),
+            fps: 4.0,
+            photometric: true,
+        }
+    }
 }
 
 /// `[flight]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawFlight {
-    /// Waypoints, north and east metres from the map's centre.
-    pub waypoints_ne_m: Vec<[f64; 2]>,
-    /// Ground speed, m/s.
-    pub speed_mps: f64,
-    /// Height above ground, metres.
-    pub height_agl_m: f64,
-    /// Fly back to the first waypoint and around again (default true).
+    /// Waypoints, north and east metres from the map's centre (required).
+    pub waypoints_ne_m: Option<Vec<[f64; 2]>>,
+    /// Ground speed, m/s (required).
+    pub speed_mps: Option<f64>,
+    /// Height above ground, metres (required).
+    pub height_agl_m: Option<f64>,
+    /// Fly back to the first waypoint and around again.
     #[serde(rename = "loop")]
-    pub loop_: Option<bool>,
-    /// Corner radius, metres (default 10).
-    pub corner_radius_m: Option<f64>,
+    pub loop_: bool,
+    /// Corner radius, metres.
+    pub corner_radius_m: f64,
+}
+
+impl Default for RawFlight {
+    fn default() -> Self {
+        Self {
+            waypoints_ne_m: None,
+            speed_mps: None,
+            height_agl_m: None,
+            loop_: true,
+            corner_radius_m: 10.0,
+        }
+    }
 }
 
 /// `[noise]`: errors of the pose the autopilot reports, against the truth the camera is rendered from.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawNoise {
-    /// Roll and pitch error sigma, degrees (default 1).
-    pub attitude_sigma_deg: Option<f64>,
-    /// Heading error sigma, degrees (default 2).
-    pub heading_sigma_deg: Option<f64>,
-    /// Height error sigma as a fraction of the height (default 0.03).
-    pub height_error_frac: Option<f64>,
+    /// Roll and pitch error sigma, degrees.
+    pub attitude_sigma_deg: f64,
+    /// Heading error sigma, degrees.
+    pub heading_sigma_deg: f64,
+    /// Height error sigma as a fraction of the height.
+    pub height_error_frac: f64,
+}
+
+impl Default for RawNoise {
+    fn default() -> Self {
+        Self {
+            attitude_sigma_deg: 1.0,
+            heading_sigma_deg: 2.0,
+            height_error_frac: 0.03,
+        }
+    }
 }
 
 /// `[gnss]`.
@@ -233,12 +306,30 @@ pub struct RawGnss {
     pub restored_at_s: Option<f64>,
 }
 
+/// `[[fault]] kind`: what a fault does ([`FaultKind`] without its parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultName {
+    /// [`FaultKind::CameraStall`].
+    CameraStall,
+    /// [`FaultKind::DroppedFrames`].
+    DroppedFrames,
+    /// [`FaultKind::CorruptFrames`].
+    CorruptFrames,
+    /// [`FaultKind::LinkDrop`].
+    LinkDrop,
+    /// [`FaultKind::GnssFlapping`].
+    GnssFlapping,
+    /// [`FaultKind::WrongAttitude`].
+    WrongAttitude,
+}
+
 /// One `[[fault]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFault {
     /// `camera_stall`, `dropped_frames`, `corrupt_frames`, `link_drop`, `gnss_flapping`, `wrong_attitude`.
-    pub kind: String,
+    pub kind: FaultName,
     /// Start, seconds after the run's start.
     pub start_s: f64,
     /// Length, seconds.
@@ -256,15 +347,25 @@ pub struct RawFault {
 }
 
 /// `[run]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawRun {
-    /// Length of the run, seconds (default 95).
-    pub duration_s: Option<f64>,
-    /// Seed of every random choice (default 7).
-    pub seed: Option<u64>,
-    /// The pipeline never drops frames between camera and encoder (default false).
-    pub lossless: Option<bool>,
+    /// Length of the run, seconds.
+    pub duration_s: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// The pipeline never drops frames between camera and encoder.
+    pub lossless: bool,
+}
+
+impl Default for RawRun {
+    fn default() -> Self {
+        Self {
+            duration_s: 95.0,
+            seed: 7,
+            lossless: false,
+        }
+    }
 }
 
 // ---- Resolved ------------------------------------------------------------------------------------------
@@ -544,20 +645,9 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         ));
     }
 
-    let engine = cf.one_of(
-        "model",
-        "engine",
-        raw.model.engine.as_deref().unwrap_or("auto"),
-        config_file::ENGINES,
-    )?;
     let model = ModelChoice {
-        path: cf.path(
-            raw.model
-                .path
-                .as_deref()
-                .unwrap_or(Path::new("../../models/vimgeo-demo.onnx")),
-        ),
-        engine,
+        path: cf.path(&raw.model.path),
+        engine: raw.model.engine,
     };
 
     let cache = CachePlan {
@@ -567,37 +657,28 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
             .prior_radius_m
             .map(|r| cf.positive("cache", "prior_radius_m", r))
             .transpose()?,
-        footprint_m: cf.positive(
-            "cache",
-            "footprint_m",
-            raw.cache.footprint_m.unwrap_or(19.2),
-        )?,
-        stride: cf.fraction("cache", "stride", raw.cache.stride.unwrap_or(0.5))?,
+        footprint_m: cf.positive("cache", "footprint_m", raw.cache.footprint_m)?,
+        stride: cf.fraction("cache", "stride", raw.cache.stride)?,
     };
 
     let camera = CameraPlan {
-        calib: cf.path(
-            raw.camera
-                .calib
-                .as_deref()
-                .unwrap_or(Path::new("../../calib/sim.toml")),
-        ),
+        calib: cf.path(&raw.camera.calib),
         fps: {
-            let fps = cf.positive("camera", "fps", raw.camera.fps.unwrap_or(4.0))?;
+            let fps = cf.positive("camera", "fps", raw.camera.fps)?;
             if fps > 100.0 {
                 return Err(cf.invalid("camera", "fps", format!("is {fps}; at most 100")));
             }
             fps
         },
-        photometric: raw.camera.photometric.unwrap_or(true),
+        photometric: raw.camera.photometric,
     };
 
     let f = raw.flight;
-    if f.waypoints_ne_m.is_empty() {
+    let waypoints_ne_m = cf.given("flight", "waypoints_ne_m", f.waypoints_ne_m)?;
+    if waypoints_ne_m.is_empty() {
         return Err(cf.invalid("flight", "waypoints_ne_m", "is empty: give at least one"));
     }
-    if let Some((i, w)) = f
-        .waypoints_ne_m
+    if let Some((i, w)) = waypoints_ne_m
         .iter()
         .enumerate()
         .find(|(_, w)| !w.iter().all(|v| v.is_finite()))
@@ -609,40 +690,40 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         ));
     }
     let flight = FlightPlan {
-        waypoints_ne_m: f.waypoints_ne_m,
+        waypoints_ne_m,
         speed_mps: {
-            let v = cf.positive("flight", "speed_mps", f.speed_mps)?;
+            let v = cf.positive(
+                "flight",
+                "speed_mps",
+                cf.given("flight", "speed_mps", f.speed_mps)?,
+            )?;
             if v > 40.0 {
                 return Err(cf.invalid("flight", "speed_mps", format!("is {v}; at most 40")));
             }
             v
         },
-        height_agl_m: cf.positive("flight", "height_agl_m", f.height_agl_m)?,
-        loop_: f.loop_.unwrap_or(true),
-        corner_radius_m: cf.non_negative(
+        height_agl_m: cf.positive(
             "flight",
-            "corner_radius_m",
-            f.corner_radius_m.unwrap_or(10.0),
+            "height_agl_m",
+            cf.given("flight", "height_agl_m", f.height_agl_m)?,
         )?,
+        loop_: f.loop_,
+        corner_radius_m: cf.non_negative("flight", "corner_radius_m", f.corner_radius_m)?,
     };
 
     let noise = PoseNoise {
         attitude_sigma_deg: cf.non_negative(
             "noise",
             "attitude_sigma_deg",
-            raw.noise.attitude_sigma_deg.unwrap_or(1.0),
+            raw.noise.attitude_sigma_deg,
         )?,
         heading_sigma_deg: cf.non_negative(
             "noise",
             "heading_sigma_deg",
-            raw.noise.heading_sigma_deg.unwrap_or(2.0),
+            raw.noise.heading_sigma_deg,
         )?,
         height_error_frac: {
-            let h = cf.non_negative(
-                "noise",
-                "height_error_frac",
-                raw.noise.height_error_frac.unwrap_or(0.03),
-            )?;
+            let h = cf.non_negative("noise", "height_error_frac", raw.noise.height_error_frac)?;
             if h >= 0.5 {
                 return Err(cf.invalid("noise", "height_error_frac", format!("is {h}; below 0.5")));
             }
@@ -651,9 +732,9 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
     };
 
     let run = RunPlan {
-        duration_s: cf.positive("run", "duration_s", raw.run.duration_s.unwrap_or(95.0))?,
-        seed: raw.run.seed.unwrap_or(7),
-        lossless: raw.run.lossless.unwrap_or(false),
+        duration_s: cf.positive("run", "duration_s", raw.run.duration_s)?,
+        seed: raw.run.seed,
+        lossless: raw.run.lossless,
     };
 
     let gnss_lost = match (raw.gnss.lost_at_s, raw.gnss.restored_at_s) {
@@ -692,28 +773,28 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         let probability =
             |default: f64| cf.fraction(&section, "probability", rf.probability.unwrap_or(default));
         let mut allowed: &[&str] = &[];
-        let kind = match rf.kind.as_str() {
-            "camera_stall" => FaultKind::CameraStall,
-            "dropped_frames" => {
+        let kind = match rf.kind {
+            FaultName::CameraStall => FaultKind::CameraStall,
+            FaultName::DroppedFrames => {
                 allowed = &["probability"];
                 FaultKind::DroppedFrames {
                     probability: probability(0.5)?,
                 }
             }
-            "corrupt_frames" => {
+            FaultName::CorruptFrames => {
                 allowed = &["probability"];
                 FaultKind::CorruptFrames {
                     probability: probability(0.5)?,
                 }
             }
-            "link_drop" => FaultKind::LinkDrop,
-            "gnss_flapping" => {
+            FaultName::LinkDrop => FaultKind::LinkDrop,
+            FaultName::GnssFlapping => {
                 allowed = &["period_s"];
                 FaultKind::GnssFlapping {
                     period_s: cf.positive(&section, "period_s", rf.period_s.unwrap_or(1.0))?,
                 }
             }
-            "wrong_attitude" => {
+            FaultName::WrongAttitude => {
                 allowed = &["roll_deg", "pitch_deg", "yaw_deg"];
                 let given = [rf.roll_deg, rf.pitch_deg, rf.yaw_deg];
                 let error_deg = if given.iter().all(Option::is_none) {
@@ -733,16 +814,6 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
                 }
                 FaultKind::WrongAttitude { error_deg }
             }
-            other => {
-                return Err(cf.invalid(
-                    &section,
-                    "kind",
-                    format!(
-                    "{other:?}: expected camera_stall, dropped_frames, corrupt_frames, link_drop, \
-                         gnss_flapping or wrong_attitude"
-                ),
-                ))
-            }
         };
         // A parameter that the kind does not take is a mistake in the file, not something to ignore.
         for (key, set) in [
@@ -756,7 +827,7 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
                 return Err(cf.invalid(
                     &section,
                     key,
-                    format!("a {} fault takes no {key}", rf.kind),
+                    format!("a {} fault takes no {key}", kind.name()),
                 ));
             }
         }
@@ -769,10 +840,8 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
         });
     }
 
-    let localize = raw.localize.unwrap_or_default();
-    if let Err(e) = localize.validate() {
-        return Err(cf.invalid("localize", "", e.to_string()));
-    }
+    let localize = raw.localize;
+    cf.localize(&localize)?;
 
     let ortho = cf.path(&raw.map.ortho);
     let camera_world = resolve_appearance(&cf, raw.appearance, run.seed, {
@@ -814,12 +883,7 @@ fn resolve_appearance(
     seed: u64,
     (ortho, crs, separate): (PathBuf, Option<String>, bool),
 ) -> Result<CameraWorld, ScenarioError> {
-    let preset = cf.one_of(
-        "appearance",
-        "preset",
-        raw.preset.as_deref().unwrap_or("none"),
-        AppearancePreset::NAMES,
-    )?;
+    let preset = raw.preset.0;
     let mut a = Appearance::draw(preset, &mut appearance_rng(seed));
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = raw.$field { a.$field = v; })* };
@@ -938,7 +1002,7 @@ height_agl_m = 30.0
         let e = parse(&format!("{MINIMAL}[appearance]\npreset = \"winter\"\n")).unwrap_err();
         assert!(
             e.to_string().contains(
-                "[appearance] preset: \"winter\" is not \"none\", \"mild\" or \"strong\""
+                "[appearance] preset: unknown variant `winter`, expected one of `none`, `mild`, `strong`"
             ),
             "{e}"
         );
@@ -1014,7 +1078,12 @@ pitch_deg = -20
             "{MINIMAL}[[fault]]\nkind = \"meteor\"\nstart_s = 1\nduration_s = 1\n"
         ))
         .unwrap_err();
-        assert!(e.to_string().contains("[fault 1] kind: \"meteor\""), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "/x/sim/scenarios/test.toml: [fault 1] kind: unknown variant `meteor`, expected one of \
+             `camera_stall`, `dropped_frames`, `corrupt_frames`, `link_drop`, `gnss_flapping`, \
+             `wrong_attitude` (line 10, column 8)"
+        );
         let e = parse(&format!(
             "{MINIMAL}[gnss]\nlost_at_s = 5\nrestored_at_s = 4\n"
         ))
@@ -1022,8 +1091,20 @@ pitch_deg = -20
         assert!(e.to_string().contains("[gnss] restored_at_s"), "{e}");
         let e = parse(&format!("{MINIMAL}[run]\ncolour = 3\n")).unwrap_err();
         assert!(
-            e.to_string().contains("test.toml") && e.to_string().contains("colour"),
+            e.to_string()
+                .starts_with("/x/sim/scenarios/test.toml: [run] colour: unknown field `colour`"),
             "{e}"
+        );
+        let e = parse(&MINIMAL.replace("speed_mps = 5.0\n", "")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/x/sim/scenarios/test.toml: [flight] speed_mps: missing"
+        );
+        let e = parse(&format!("{MINIMAL}[localize.particles]\nparticles = 10\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/x/sim/scenarios/test.toml: [localize.particles] particles: is 10; it must be \
+             100..=1000000 (fewer cannot hold two modes)"
         );
     }
 

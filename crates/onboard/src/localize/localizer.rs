@@ -98,19 +98,20 @@ impl Default for LocalizerConfig {
 }
 
 impl LocalizerConfig {
-    /// Checks every field; the error names the first bad one (`localize.<table>.<field>`) and why.
+    /// Checks every field; the error names the first bad one (its table and key) and why.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.estimator.validate()?;
         self.filter.validate()?;
         self.particles.validate()?;
         if !(self.offset_accuracy95_m.is_finite() && self.offset_accuracy95_m >= 0.0) {
-            return Err(ConfigError::Invalid {
-                field: "localize.offset_accuracy95_m".into(),
-                reason: format!(
+            return ConfigError::invalid(
+                "",
+                "offset_accuracy95_m",
+                format!(
                     "is {}; it must be finite and not negative",
                     self.offset_accuracy95_m
                 ),
-            });
+            );
         }
         Ok(())
     }

@@ -38,20 +38,28 @@ pub use self::particles::{ParticleConfig, ParticleFilter, ParticleOutcome, TileE
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     /// A field has a value out of its range.
-    #[error("{field} {reason}")]
+    #[error("{table}.{key} {reason}")]
     Invalid {
-        /// The field, as written in the TOML file (`localize.filter.max_coast_s`).
-        field: String,
+        /// The TOML table the field is in: `localize`, `localize.filter`.
+        table: String,
+        /// The field in it, as written in the TOML file: `max_coast_s`.
+        key: String,
         /// What is wrong with its value.
         reason: String,
     },
 }
 
 impl ConfigError {
-    /// The error for `localize.<table>.<field>`, as the `Err` a `validate` returns.
-    pub(crate) fn invalid<T>(table: &str, field: &str, reason: String) -> Result<T, ConfigError> {
+    /// The error for `key` in `table` (`""`: `[localize]` itself, else `[localize.<table>]`), as the `Err` a
+    /// `validate` returns.
+    pub(crate) fn invalid<T>(table: &str, key: &str, reason: String) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
-            field: format!("localize.{table}.{field}"),
+            table: if table.is_empty() {
+                "localize".to_owned()
+            } else {
+                format!("localize.{table}")
+            },
+            key: key.to_owned(),
             reason,
         })
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::camera::{PixelFormat, ReplayOptions, ReplayPace, V4l2Config};
-use crate::config_file::{self, ConfigFile, ConfigFileError};
-use crate::encoder::{EncoderConfig, ExecutionProviderKind, OrtConfig, TractConfig};
+use crate::config_file::{self, ConfigFile, ConfigFileError, EngineName};
+use crate::encoder::{EncoderConfig, EngineChoice, ExecutionProviderKind, OrtConfig, TractConfig};
 use crate::fc::{GpsInputConfig, LinkAddress, LinkConfig, PublishPolicy, Publisher};
 use crate::localize::LocalizerConfig;
 use crate::rectify::RectifyLimits;
@@ -30,7 +30,8 @@ pub type ConfigError = ConfigFileError;
 // ---- The file as written -------------------------------------------------------------------------------
 
 /// The configuration file as written: every table optional except `[camera]`, `[model]`, `[cache]` and
-/// `[fc]`; unknown keys are refused.
+/// `[fc]`; unknown keys are refused. Each table's `Default` holds the value of every key the file leaves out
+/// (a required key is an `Option`, `None` until given).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -56,78 +57,196 @@ pub struct RawConfig {
     pub health: RawHealth,
 }
 
+/// `[camera] source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraSource {
+    /// `v4l2`: a V4L2 device.
+    V4l2,
+    /// `replay`: a recorded folder.
+    Replay,
+    /// `sim`: the simulated camera.
+    Sim,
+}
+
+/// The names of `[camera] format`.
+#[derive(Deserialize)]
+#[serde(remote = "PixelFormat", rename_all = "snake_case")]
+enum PixelFormatName {
+    Mjpeg,
+    Yuyv,
+    Auto,
+}
+
+/// The names of `[camera] pace`.
+#[derive(Deserialize)]
+#[serde(remote = "ReplayPace")]
+enum ReplayPaceName {
+    #[serde(rename = "fast")]
+    AsFastAsPossible,
+    #[serde(rename = "realtime")]
+    RealTime,
+}
+
+/// The names of `[model] providers`.
+#[derive(Deserialize)]
+#[serde(remote = "ExecutionProviderKind", rename_all = "lowercase")]
+enum ProviderName {
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+/// One of `[model] providers`: `tensorrt`, `cuda` or `cpu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Provider(#[serde(with = "ProviderName")] pub ExecutionProviderKind);
+
+/// The names of `[fc] publisher`.
+#[derive(Deserialize)]
+#[serde(remote = "Publisher", rename_all = "snake_case")]
+enum PublisherName {
+    Auto,
+    GpsInput,
+    GlobalPositionSensor,
+    Odometry,
+}
+
+/// The names of `[fc] policy`.
+#[derive(Deserialize)]
+#[serde(remote = "PublishPolicy", rename_all = "snake_case")]
+enum PublishPolicyName {
+    WhenDenied,
+    Always,
+    Never,
+}
+
+/// A duration in whole milliseconds, as the file writes it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `[camera]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawCamera {
-    /// `v4l2`, `replay` or `sim`.
-    pub source: String,
+    /// `v4l2`, `replay` or `sim` (required).
+    pub source: Option<CameraSource>,
     /// V4L2 device.
-    pub device: Option<PathBuf>,
-    /// V4L2 capture width, pixels.
+    pub device: PathBuf,
+    /// V4L2 capture width, pixels (required for `v4l2`).
     pub width: Option<u32>,
-    /// V4L2 capture height, pixels.
+    /// V4L2 capture height, pixels (required for `v4l2`).
     pub height: Option<u32>,
     /// V4L2 frame rate.
-    pub fps: Option<u32>,
+    pub fps: u32,
     /// V4L2 pixel format (`auto`, `mjpeg`, `yuyv`).
-    pub format: Option<String>,
+    #[serde(with = "PixelFormatName")]
+    pub format: PixelFormat,
     /// V4L2 mapped buffers (2 to 4).
-    pub buffers: Option<u32>,
+    pub buffers: u32,
     /// Added to the V4L2 buffer timestamp to reach the middle of the exposure, µs.
-    pub timestamp_offset_us: Option<i64>,
-    /// Replay: the recorded folder.
+    pub timestamp_offset_us: i64,
+    /// Replay: the recorded folder (required for `replay`).
     pub folder: Option<PathBuf>,
     /// Replay: `realtime` (the recorded timing) or `fast` (as fast as the pipeline takes them, lossless).
-    pub pace: Option<String>,
-    /// The camera calibration file.
-    pub calib: PathBuf,
+    #[serde(with = "ReplayPaceName")]
+    pub pace: ReplayPace,
+    /// The camera calibration file (required).
+    pub calib: Option<PathBuf>,
     /// No frame for this long: the camera is reported stalled.
-    pub stall_timeout_s: Option<f64>,
+    pub stall_timeout_s: f64,
+}
+
+impl Default for RawCamera {
+    fn default() -> Self {
+        let v4l2 = V4l2Config::new("/dev/video0", 0, 0, 30);
+        Self {
+            source: None,
+            device: v4l2.device,
+            width: None,
+            height: None,
+            fps: v4l2.fps,
+            format: v4l2.format,
+            buffers: v4l2.buffers,
+            timestamp_offset_us: v4l2.timestamp_offset_us,
+            folder: None,
+            pace: ReplayPace::RealTime,
+            calib: None,
+            stall_timeout_s: HealthConfig::default().stall_timeout.as_secs_f64(),
+        }
+    }
 }
 
 /// `[model]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawModel {
-    /// The exported model (`.onnx` with its `.json` manifest beside it).
-    pub path: PathBuf,
+    /// The exported model (`.onnx` with its `.json` manifest beside it; required).
+    pub path: Option<PathBuf>,
     /// `auto`, `ort` or `tract`.
-    pub engine: Option<String>,
+    #[serde(with = "EngineName")]
+    pub engine: EngineChoice,
     /// ONNX Runtime's library.
     pub ort_library: Option<PathBuf>,
     /// Execution providers to try, in order: `tensorrt`, `cuda`, `cpu`.
-    pub providers: Option<Vec<String>>,
+    pub providers: Vec<Provider>,
     /// TensorRT engine cache folder.
     pub trt_cache: Option<PathBuf>,
     /// TensorRT FP16.
-    pub trt_fp16: Option<bool>,
+    pub trt_fp16: bool,
     /// ONNX Runtime intra-op threads.
     pub threads: Option<usize>,
 }
 
+impl Default for RawModel {
+    fn default() -> Self {
+        let encoder = EncoderConfig::default();
+        Self {
+            path: None,
+            engine: encoder.engine,
+            ort_library: None,
+            providers: encoder.ort.providers.into_iter().map(Provider).collect(),
+            trt_cache: None,
+            trt_fp16: encoder.ort.tensorrt_fp16,
+            threads: None,
+        }
+    }
+}
+
 /// `[cache]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawCache {
-    /// The tile cache file.
-    pub path: PathBuf,
-    /// Candidates retrieved per frame.
-    pub top_k: Option<usize>,
-    /// Search radius around the last fix, metres (plus the fix's accuracy).
-    pub prior_radius_m: Option<f64>,
+    /// The tile cache file (required).
+    pub path: Option<PathBuf>,
+    /// Candidates per frame.
+    pub top_k: usize,
+    /// Prior window radius, metres.
+    pub prior_radius_m: f64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        let d = PipelineConfig::default();
+        Self {
+            path: None,
+            top_k: d.top_k,
+            prior_radius_m: d.prior_radius_m,
+        }
+    }
 }
 
 /// `[rectify]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawRectify {
     /// Largest angle between the optical axis and nadir, degrees.
-    pub max_tilt_deg: Option<f64>,
+    pub max_tilt_deg: f64,
     /// Smallest fraction of the rectified view inside the frame.
-    pub min_coverage: Option<f64>,
+    pub min_coverage: f64,
     /// Autopilot attitude older than this is not used, milliseconds.
-    pub max_attitude_age_ms: Option<u64>,
+    pub max_attitude_age_ms: u64,
     /// Side of the rectified view, pixels (default: the model's input size).
     pub size_px: Option<u32>,
     /// Side of the rectified view on the ground, metres (default: per frame, the largest cache footprint
@@ -135,64 +254,124 @@ pub struct RawRectify {
     pub ground_size_m: Option<f64>,
 }
 
+impl Default for RawRectify {
+    fn default() -> Self {
+        let d = PipelineConfig::default();
+        Self {
+            max_tilt_deg: d.rectify_limits.max_tilt_deg,
+            min_coverage: d.rectify_limits.min_coverage,
+            max_attitude_age_ms: millis(d.max_attitude_age),
+            size_px: d.rectify_size_px,
+            ground_size_m: d.rectify_ground_size_m,
+        }
+    }
+}
+
 /// `[fc]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawFc {
-    /// The link address.
-    pub link: String,
+    /// The link address (required).
+    pub link: Option<String>,
     /// `auto`, `gps_input`, `global_position_sensor` or `odometry`.
-    pub publisher: Option<String>,
+    #[serde(with = "PublisherName")]
+    pub publisher: Publisher,
     /// `when_denied`, `always` or `never`.
-    pub policy: Option<String>,
+    #[serde(with = "PublishPolicyName")]
+    pub policy: PublishPolicy,
     /// ArduPilot GPS instance, 0-based.
-    pub gps_instance: Option<u8>,
+    pub gps_instance: u8,
     /// Satellites claimed in GPS_INPUT.
-    pub satellites: Option<u8>,
+    pub satellites: u8,
     /// Vertical accuracy claimed, metres.
-    pub vert_accuracy_m: Option<f32>,
-    /// GLOBAL_POSITION_SENSOR id.
+    pub vert_accuracy_m: f32,
+    /// GLOBAL_POSITION_SENSOR id (default: the link's, [`LinkConfig::new`]).
     pub sensor_id: Option<u8>,
     /// Our system id (default: the autopilot's).
     pub system_id: Option<u8>,
-    /// Our component id.
+    /// Our component id (default: the link's, [`LinkConfig::new`]).
     pub component_id: Option<u8>,
     /// MAVLink 2 signing key file.
     pub signing_key: Option<PathBuf>,
     /// A fix still queued this long after its exposure is dropped, milliseconds.
-    pub max_fix_age_ms: Option<u64>,
+    pub max_fix_age_ms: u64,
+}
+
+impl Default for RawFc {
+    fn default() -> Self {
+        let gps = GpsInputConfig::default();
+        Self {
+            link: None,
+            publisher: Publisher::default(),
+            policy: PublishPolicy::default(),
+            gps_instance: gps.gps_instance,
+            satellites: gps.satellites,
+            vert_accuracy_m: gps.vert_accuracy_m,
+            sensor_id: None,
+            system_id: None,
+            component_id: None,
+            signing_key: None,
+            max_fix_age_ms: 500,
+        }
+    }
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawPipeline {
     /// Capacity of the channels after the encoder (encode → match → publish).
-    pub channel_capacity: Option<usize>,
+    pub channel_capacity: usize,
     /// Capacity of the report channel the caller reads.
-    pub report_capacity: Option<usize>,
-    /// Never drop a frame between camera and encoder (replay as fast as possible).
+    pub report_capacity: usize,
+    /// Never drop a frame between camera and encoder (default: with a `fast` replay).
     pub lossless: Option<bool>,
     /// The encoder is too slow when the median of its recent latencies exceeds this, milliseconds.
-    pub encoder_slow_ms: Option<f64>,
+    pub encoder_slow_ms: f64,
     /// Record the processed frames (with their pose) into this replay folder.
     pub record: Option<PathBuf>,
     /// Append one CSV line per frame to this file.
     pub fix_log: Option<PathBuf>,
 }
 
+impl Default for RawPipeline {
+    fn default() -> Self {
+        let d = PipelineConfig::default();
+        Self {
+            channel_capacity: d.channel_capacity,
+            report_capacity: d.report_capacity,
+            lossless: None,
+            encoder_slow_ms: d.health.encoder_slow.as_secs_f64() * 1000.0,
+            record: d.record,
+            fix_log: d.fix_log,
+        }
+    }
+}
+
 /// `[health]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHealth {
     /// How often the health thread looks, milliseconds.
-    pub period_ms: Option<u64>,
+    pub period_ms: u64,
     /// How many recent encode latencies the encoder check takes the median of.
-    pub encoder_window: Option<usize>,
+    pub encoder_window: usize,
     /// A stage silent for this long while it has work is not alive (the watchdog stops), seconds.
-    pub stage_timeout_s: Option<f64>,
+    pub stage_timeout_s: f64,
     /// Send health conditions to the autopilot as STATUSTEXT.
-    pub statustext: Option<bool>,
+    pub statustext: bool,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        let d = HealthConfig::default();
+        Self {
+            period_ms: millis(d.period),
+            encoder_window: d.encoder_window,
+            stage_timeout_s: d.stage_timeout.as_secs_f64(),
+            statustext: d.statustext,
+        }
+    }
 }
 
 // ---- Resolved ------------------------------------------------------------------------------------------
@@ -392,22 +571,21 @@ impl Resolver<'_> {
         let stall_timeout = Duration::from_secs_f64(self.f.positive(
             "camera",
             "stall_timeout_s",
-            raw.camera.stall_timeout_s.unwrap_or(2.0),
+            raw.camera.stall_timeout_s,
         )?);
         let model = self.model(&raw.model)?;
         let c = &raw.cache;
-        let top_k = self.f.nonzero("cache", "top_k", c.top_k.unwrap_or(16))?;
-        let prior_radius_m =
-            self.f
-                .positive("cache", "prior_radius_m", c.prior_radius_m.unwrap_or(500.0))?;
+        let top_k = self.f.nonzero("cache", "top_k", c.top_k)?;
+        let prior_radius_m = self
+            .f
+            .positive("cache", "prior_radius_m", c.prior_radius_m)?;
         let cache = CacheSettings {
-            path: self.f.path(&c.path),
+            path: self
+                .f
+                .path(self.f.given("cache", "path", c.path.as_deref())?),
         };
-        let defaults = PipelineConfig::default();
         let r = &raw.rectify;
-        let max_tilt_deg = r
-            .max_tilt_deg
-            .unwrap_or(defaults.rectify_limits.max_tilt_deg);
+        let max_tilt_deg = r.max_tilt_deg;
         if !(max_tilt_deg.is_finite() && max_tilt_deg > 0.0 && max_tilt_deg < 90.0) {
             return Err(self.f.invalid(
                 "rectify",
@@ -415,33 +593,22 @@ impl Resolver<'_> {
                 format!("must be in (0, 90) degrees (got {max_tilt_deg})"),
             ));
         }
-        let min_coverage = self.f.fraction(
-            "rectify",
-            "min_coverage",
-            r.min_coverage
-                .unwrap_or(defaults.rectify_limits.min_coverage),
-        )?;
-        let max_attitude_age_ms = self.f.nonzero(
-            "rectify",
-            "max_attitude_age_ms",
-            r.max_attitude_age_ms.unwrap_or(200),
-        )?;
+        let min_coverage = self.f.fraction("rectify", "min_coverage", r.min_coverage)?;
+        let max_attitude_age_ms =
+            self.f
+                .nonzero("rectify", "max_attitude_age_ms", r.max_attitude_age_ms)?;
         if let Some(size_px) = r.size_px {
             self.f.nonzero("rectify", "size_px", size_px)?;
         }
         if let Some(g) = r.ground_size_m {
             self.f.positive("rectify", "ground_size_m", g)?;
         }
-        raw.localize
-            .validate()
-            .map_err(|e| self.f.invalid("localize", "", e.to_string()))?;
+        self.f.localize(&raw.localize)?;
         let fc = self.fc(&raw.fc)?;
         let p = &raw.pipeline;
-        let encoder_slow_ms = self.f.positive(
-            "pipeline",
-            "encoder_slow_ms",
-            p.encoder_slow_ms.unwrap_or(500.0),
-        )?;
+        let encoder_slow_ms = self
+            .f
+            .positive("pipeline", "encoder_slow_ms", p.encoder_slow_ms)?;
         let lossless = p.lossless.unwrap_or(matches!(
             camera.source,
             CameraChoice::Replay {
@@ -453,24 +620,20 @@ impl Resolver<'_> {
             }
         ));
         let h = &raw.health;
-        let period_ms = self
-            .f
-            .nonzero("health", "period_ms", h.period_ms.unwrap_or(500))?;
+        let period_ms = self.f.nonzero("health", "period_ms", h.period_ms)?;
         let health = HealthConfig {
             period: Duration::from_millis(period_ms),
             stall_timeout,
             encoder_slow: Duration::from_secs_f64(encoder_slow_ms / 1000.0),
-            encoder_window: self.f.nonzero(
-                "health",
-                "encoder_window",
-                h.encoder_window.unwrap_or(20),
-            )?,
+            encoder_window: self
+                .f
+                .nonzero("health", "encoder_window", h.encoder_window)?,
             stage_timeout: Duration::from_secs_f64(self.f.positive(
                 "health",
                 "stage_timeout_s",
-                h.stage_timeout_s.unwrap_or(10.0),
+                h.stage_timeout_s,
             )?),
-            statustext: h.statustext.unwrap_or(true),
+            statustext: h.statustext,
             notify_socket: None,
         };
         let pipeline = PipelineConfig {
@@ -484,16 +647,12 @@ impl Resolver<'_> {
             top_k,
             prior_radius_m,
             localize: raw.localize.clone(),
-            channel_capacity: self.f.nonzero(
-                "pipeline",
-                "channel_capacity",
-                p.channel_capacity.unwrap_or(defaults.channel_capacity),
-            )?,
-            report_capacity: self.f.nonzero(
-                "pipeline",
-                "report_capacity",
-                p.report_capacity.unwrap_or(defaults.report_capacity),
-            )?,
+            channel_capacity: self
+                .f
+                .nonzero("pipeline", "channel_capacity", p.channel_capacity)?,
+            report_capacity: self
+                .f
+                .nonzero("pipeline", "report_capacity", p.report_capacity)?,
             lossless,
             record: p.record.as_deref().map(|d| self.f.path(d)),
             fix_log: p.fix_log.as_deref().map(|d| self.f.path(d)),
@@ -511,8 +670,8 @@ impl Resolver<'_> {
     }
 
     fn camera(&self, c: &RawCamera) -> Result<CameraSettings, ConfigError> {
-        let source = match c.source.as_str() {
-            "v4l2" => {
+        let source = match self.f.given("camera", "source", c.source)? {
+            CameraSource::V4l2 => {
                 let width = self
                     .f
                     .required("camera", "width", c.width, "for source \"v4l2\"")?;
@@ -521,166 +680,102 @@ impl Resolver<'_> {
                         .required("camera", "height", c.height, "for source \"v4l2\"")?;
                 self.f.nonzero("camera", "width", width)?;
                 self.f.nonzero("camera", "height", height)?;
-                let fps = self.f.nonzero("camera", "fps", c.fps.unwrap_or(30))?;
-                let format = self.f.one_of(
-                    "camera",
-                    "format",
-                    c.format.as_deref().unwrap_or("auto"),
-                    &[
-                        ("auto", PixelFormat::Auto),
-                        ("mjpeg", PixelFormat::Mjpeg),
-                        ("yuyv", PixelFormat::Yuyv),
-                    ],
-                )?;
-                let device = self
-                    .f
-                    .path(c.device.as_deref().unwrap_or(Path::new("/dev/video0")));
-                let mut v4l2 = V4l2Config::new(device, width, height, fps);
-                v4l2.format = format;
-                if let Some(b) = c.buffers {
-                    if !(2..=4).contains(&b) {
-                        return Err(self.f.invalid(
-                            "camera",
-                            "buffers",
-                            format!("must be 2 to 4 (got {b})"),
-                        ));
-                    }
-                    v4l2.buffers = b;
+                let fps = self.f.nonzero("camera", "fps", c.fps)?;
+                if !(2..=4).contains(&c.buffers) {
+                    return Err(self.f.invalid(
+                        "camera",
+                        "buffers",
+                        format!("must be 2 to 4 (got {})", c.buffers),
+                    ));
                 }
-                v4l2.timestamp_offset_us = c.timestamp_offset_us.unwrap_or(0);
+                let mut v4l2 = V4l2Config::new(self.f.path(&c.device), width, height, fps);
+                v4l2.format = c.format;
+                v4l2.buffers = c.buffers;
+                v4l2.timestamp_offset_us = c.timestamp_offset_us;
                 CameraChoice::V4l2(v4l2)
             }
-            "replay" => {
+            CameraSource::Replay => {
                 let folder = self.f.required(
                     "camera",
                     "folder",
                     c.folder.as_deref(),
                     "for source \"replay\"",
                 )?;
-                let pace = self.f.one_of(
-                    "camera",
-                    "pace",
-                    c.pace.as_deref().unwrap_or("realtime"),
-                    &[
-                        ("realtime", ReplayPace::RealTime),
-                        ("fast", ReplayPace::AsFastAsPossible),
-                    ],
-                )?;
                 CameraChoice::Replay {
                     folder: self.f.path(folder),
-                    options: ReplayOptions { pace, loop_: false },
+                    options: ReplayOptions {
+                        pace: c.pace,
+                        loop_: false,
+                    },
                 }
             }
-            "sim" => CameraChoice::Sim,
-            other => {
-                return Err(self.f.invalid(
-                    "camera",
-                    "source",
-                    format!("{other:?} is not \"v4l2\", \"replay\" or \"sim\""),
-                ))
-            }
+            CameraSource::Sim => CameraChoice::Sim,
         };
         Ok(CameraSettings {
             source,
-            calib: self.f.path(&c.calib),
+            calib: self
+                .f
+                .path(self.f.given("camera", "calib", c.calib.as_deref())?),
         })
     }
 
     fn model(&self, m: &RawModel) -> Result<ModelSettings, ConfigError> {
-        let engine = self.f.one_of(
-            "model",
-            "engine",
-            m.engine.as_deref().unwrap_or("auto"),
-            config_file::ENGINES,
-        )?;
-        let mut ort = OrtConfig::default();
-        if let Some(list) = &m.providers {
-            if list.is_empty() {
-                return Err(self.f.invalid(
-                    "model",
-                    "providers",
-                    "must name at least one provider",
-                ));
-            }
-            ort.providers = list
-                .iter()
-                .map(|p| {
-                    self.f.one_of(
-                        "model",
-                        "providers",
-                        p,
-                        &[
-                            ("tensorrt", ExecutionProviderKind::TensorRt),
-                            ("cuda", ExecutionProviderKind::Cuda),
-                            ("cpu", ExecutionProviderKind::Cpu),
-                        ],
-                    )
-                })
-                .collect::<Result<_, _>>()?;
+        if m.providers.is_empty() {
+            return Err(self
+                .f
+                .invalid("model", "providers", "must name at least one provider"));
         }
-        ort.tensorrt_cache_dir = m.trt_cache.as_deref().map(|p| self.f.path(p));
-        ort.tensorrt_fp16 = m.trt_fp16.unwrap_or(false);
-        if let Some(t) = m.threads {
-            ort.intra_threads = Some(self.f.nonzero("model", "threads", t)?);
-        }
+        let ort = OrtConfig {
+            providers: m.providers.iter().map(|p| p.0).collect(),
+            tensorrt_cache_dir: m.trt_cache.as_deref().map(|p| self.f.path(p)),
+            tensorrt_fp16: m.trt_fp16,
+            intra_threads: m
+                .threads
+                .map(|t| self.f.nonzero("model", "threads", t))
+                .transpose()?,
+            ..OrtConfig::default()
+        };
         let mut encoder = EncoderConfig {
-            engine,
+            engine: m.engine,
             ort,
             tract: TractConfig::default(),
             ..EncoderConfig::default()
         };
         encoder.ort_library.explicit = m.ort_library.as_deref().map(|p| self.f.path(p));
         Ok(ModelSettings {
-            path: self.f.path(&m.path),
+            path: self
+                .f
+                .path(self.f.given("model", "path", m.path.as_deref())?),
             encoder,
         })
     }
 
     fn fc(&self, f: &RawFc) -> Result<LinkConfig, ConfigError> {
+        let link = self.f.given("fc", "link", f.link.as_deref())?;
         let address =
-            LinkAddress::parse(&f.link).map_err(|e| self.f.invalid("fc", "link", e.to_string()))?;
+            LinkAddress::parse(link).map_err(|e| self.f.invalid("fc", "link", e.to_string()))?;
         let mut link = LinkConfig::new(address);
-        link.publisher = self.f.one_of(
-            "fc",
-            "publisher",
-            f.publisher.as_deref().unwrap_or("auto"),
-            &[
-                ("auto", Publisher::Auto),
-                ("gps_input", Publisher::GpsInput),
-                ("global_position_sensor", Publisher::GlobalPositionSensor),
-                ("odometry", Publisher::Odometry),
-            ],
-        )?;
-        link.policy = self.f.one_of(
-            "fc",
-            "policy",
-            f.policy.as_deref().unwrap_or("when_denied"),
-            &[
-                ("when_denied", PublishPolicy::WhenDenied),
-                ("always", PublishPolicy::Always),
-                ("never", PublishPolicy::Never),
-            ],
-        )?;
-        let d = GpsInputConfig::default();
+        link.publisher = f.publisher;
+        link.policy = f.policy;
         link.gps_input = GpsInputConfig {
-            gps_instance: f.gps_instance.unwrap_or(d.gps_instance),
-            satellites: f.satellites.unwrap_or(d.satellites),
-            vert_accuracy_m: f.vert_accuracy_m.unwrap_or(d.vert_accuracy_m),
+            gps_instance: f.gps_instance,
+            satellites: f.satellites,
+            vert_accuracy_m: f.vert_accuracy_m,
         };
         self.f.positive(
             "fc",
             "vert_accuracy_m",
             f64::from(link.gps_input.vert_accuracy_m),
         )?;
-        link.global_position_sensor_id = f.sensor_id.unwrap_or(0);
+        if let Some(id) = f.sensor_id {
+            link.global_position_sensor_id = id;
+        }
         link.system_id = f.system_id;
         if let Some(c) = f.component_id {
             link.component_id = c;
         }
         link.signing_key = f.signing_key.as_deref().map(|p| self.f.path(p));
-        let max_fix_age_ms =
-            self.f
-                .nonzero("fc", "max_fix_age_ms", f.max_fix_age_ms.unwrap_or(500))?;
+        let max_fix_age_ms = self.f.nonzero("fc", "max_fix_age_ms", f.max_fix_age_ms)?;
         link.max_fix_age = Some(Duration::from_millis(max_fix_age_ms));
         Ok(link)
     }
@@ -689,7 +784,6 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoder::EngineChoice;
 
     const MINIMAL: &str = r#"
 [camera]
@@ -732,6 +826,38 @@ link = "udpin:127.0.0.1:14550"
     }
 
     #[test]
+    fn keys_left_out_take_the_runtime_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.pipeline, PipelineConfig::default());
+        assert_eq!(
+            c.model.encoder,
+            EncoderConfig {
+                engine: EngineChoice::Tract,
+                ..EncoderConfig::default()
+            }
+        );
+        assert_eq!(c.fc.gps_input, GpsInputConfig::default());
+        assert_eq!(c.fc.policy, PublishPolicy::default());
+        assert_eq!(c.fc.publisher, Publisher::default());
+        let address = LinkAddress::parse("udpin:127.0.0.1:14550").unwrap();
+        let link = LinkConfig::new(address);
+        assert_eq!(c.fc.component_id, link.component_id);
+        assert_eq!(
+            c.fc.global_position_sensor_id,
+            link.global_position_sensor_id
+        );
+        let c = parse(&MINIMAL.replace(
+            "source = \"replay\"",
+            "source = \"v4l2\"\nwidth = 640\nheight = 480",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.camera.source,
+            CameraChoice::V4l2(V4l2Config::new("/dev/video0", 640, 480, 30))
+        );
+    }
+
+    #[test]
     fn fast_replay_is_lossless_by_default() {
         let c = parse(&MINIMAL.replace(
             "folder = \"frames\"",
@@ -762,6 +888,142 @@ link = "udpin:127.0.0.1:14550"
         assert!(
             msg.contains("/etc/vimgeo/vimgeo.toml") && msg.contains("chanel_capacity"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn localize_errors_name_their_table_and_key() {
+        let msg = |text: &str| parse(&format!("{MINIMAL}{text}")).unwrap_err().to_string();
+        assert_eq!(
+            msg("[localize.filter]\nmax_coast_s = 0.0\n"),
+            "/etc/vimgeo/vimgeo.toml: [localize.filter] max_coast_s: is 0; it must be positive"
+        );
+        assert_eq!(
+            msg("[localize]\noffset_accuracy95_m = -1.0\n"),
+            "/etc/vimgeo/vimgeo.toml: [localize] offset_accuracy95_m: is -1; it must be finite and \
+             not negative"
+        );
+        assert_eq!(
+            msg("[localize.particles]\ntemperature = \"warm\"\n"),
+            "/etc/vimgeo/vimgeo.toml: [localize.particles] temperature: invalid type: string \"warm\", \
+             expected f64 (line 14, column 15)"
+        );
+        assert!(
+            msg("[localize.estimator]\nkk = 3\n").starts_with(
+                "/etc/vimgeo/vimgeo.toml: [localize.estimator] kk: unknown field `kk`, expected one of"
+            ),
+            "{}",
+            msg("[localize.estimator]\nkk = 3\n")
+        );
+        assert!(msg("[localize]\nmethod = \"kalmann\"\n").starts_with(
+            "/etc/vimgeo/vimgeo.toml: [localize] method: unknown variant `kalmann`, expected `kalman` \
+             or `particles` (line 14, column 10)"
+        ));
+    }
+
+    #[test]
+    fn names_of_choices_are_checked_by_serde_with_their_key() {
+        let msg = parse(&MINIMAL.replace("engine = \"tract\"", "engine = \"onnx\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "/etc/vimgeo/vimgeo.toml: [model] engine: unknown variant `onnx`, expected one of `ort`, \
+             `tract`, `auto` (line 8, column 10)"
+        );
+        let msg = parse(&MINIMAL.replace("[cache]", "providers = [\"cpu\", \"gpu\"]\n[cache]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "/etc/vimgeo/vimgeo.toml: [model] providers[1]: unknown variant `gpu`, expected one of \
+                 `tensorrt`, `cuda`, `cpu`"
+            ),
+            "{msg}"
+        );
+        let msg = parse(&MINIMAL.replace("calib = \"camera.toml\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "/etc/vimgeo/vimgeo.toml: [camera] calib: missing");
+        let msg = parse(&MINIMAL.replace("[fc]\nlink = \"udpin:127.0.0.1:14550\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("/etc/vimgeo/vimgeo.toml: fc: missing"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_documented_deploy_example_resolves_to_its_values() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vimgeo.toml");
+        let c = OnboardConfig::load(&file).unwrap();
+        let mut v4l2 = V4l2Config::new("/dev/vimgeo-camera", 1280, 720, 10);
+        v4l2.format = PixelFormat::Auto;
+        v4l2.buffers = 3;
+        v4l2.timestamp_offset_us = 0;
+        assert_eq!(
+            c.camera,
+            CameraSettings {
+                source: CameraChoice::V4l2(v4l2),
+                calib: "/etc/vimgeo/camera.toml".into(),
+            }
+        );
+        let mut encoder = EncoderConfig::default();
+        encoder.ort.tensorrt_cache_dir = Some("/var/lib/vimgeo/trt-cache".into());
+        encoder.ort.tensorrt_fp16 = true;
+        assert_eq!(
+            c.model,
+            ModelSettings {
+                path: "/var/lib/vimgeo/models/vimgeo-demo.onnx".into(),
+                encoder,
+            }
+        );
+        assert_eq!(c.cache.path, Path::new("/var/lib/vimgeo/cache/mission.vgc"));
+        let d = PipelineConfig::default();
+        assert_eq!(
+            c.pipeline,
+            PipelineConfig {
+                rectify_limits: RectifyLimits {
+                    max_tilt_deg: 35.0,
+                    min_coverage: 0.98,
+                },
+                localize: LocalizerConfig {
+                    method: crate::localize::Method::Particles,
+                    ..LocalizerConfig::default()
+                },
+                fix_log: Some("/var/lib/vimgeo/state/fixes.csv".into()),
+                health: HealthConfig {
+                    encoder_slow: Duration::from_millis(250),
+                    stage_timeout: Duration::from_secs(8),
+                    ..d.health.clone()
+                },
+                ..d
+            }
+        );
+        let fc = &c.fc;
+        assert_eq!(fc.address.to_string(), "serial:/dev/vimgeo-fc:921600");
+        assert_eq!(
+            (fc.publisher, fc.policy, fc.gps_input),
+            (
+                Publisher::Auto,
+                PublishPolicy::WhenDenied,
+                GpsInputConfig {
+                    gps_instance: 1,
+                    satellites: 10,
+                    vert_accuracy_m: 10.0,
+                }
+            )
+        );
+        assert_eq!(
+            (
+                fc.global_position_sensor_id,
+                fc.system_id,
+                fc.component_id,
+                fc.signing_key.as_deref(),
+                fc.max_fix_age,
+            ),
+            (0, None, 197, None, Some(Duration::from_millis(500)))
         );
     }
 
