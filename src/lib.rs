@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod rectify;
 pub mod sim;
+pub mod util;
 
 /// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

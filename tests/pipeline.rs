@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use vimgeo::camera::{
@@ -27,6 +27,7 @@ use vimgeo::pipeline::{
 };
 use vimgeo::rectify::{CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
 use vimgeo::sim::autopilot::{FakeAutopilot, Scenario};
+use vimgeo::util::unix_now_us;
 
 /// Ground sample distance of the synthetic orthophoto, metres per pixel.
 const GSD_M: f64 = 0.25;
@@ -156,13 +157,6 @@ fn build_cache(
     let dim = encoder.manifest().output.dim as usize;
     write_cache(&path, &meta, &tiles, &embeddings, dim, EmbeddingDtype::F16).unwrap();
     path
-}
-
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 /// Where frame `seq` is: flying east along the orthophoto's middle, 0.5 m per frame, from 24 m west of the

@@ -347,9 +347,7 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             [o.lat_deg, o.lon_deg]
         });
     let gps_sensor = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS;
-    let unix_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let unix_us = crate::util::unix_now_us();
     let mut out = vec![
         MavMessage::ATTITUDE(ATTITUDE_DATA {
             time_boot_ms: boot_ms,

@@ -10,9 +10,10 @@ use super::encode::{encode_plan, EncodeOptions, EncodeOutcome, EncodedTiles, Pro
 use super::error::BuildError;
 use super::journal::read_rows;
 use super::ortho::{OrthoOptions, Orthophoto};
-use super::plan::{hex, TilingPlan, TilingSpec};
+use super::plan::{TilingPlan, TilingSpec};
 use crate::encoder::Encoder;
 use crate::matching::{CacheMeta, EmbeddingDtype, Tile, TileCacheWriter};
+use crate::util::hex;
 
 /// Everything a build needs besides the encoder: resolved values.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 use super::encode::{SourceTile, TileSource};
 use super::error::BuildError;
-use super::plan::{hex, PlannedTile, RasterGrid};
+use super::plan::{PlannedTile, RasterGrid};
 use crate::encoder::RgbImage;
+use crate::util::hex;
 
 /// Mean Earth radius (IUGG), metres: only to size pixels of a geographic (degree) raster on the ground.
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
