@@ -84,10 +84,7 @@ fn crop(ortho: &RgbImage, n: f64, e: f64, side_px: u32) -> RgbImage {
 }
 
 fn lat_lon(n: f64, e: f64) -> (f64, f64) {
-    (
-        LAT0 + n / 111_320.0,
-        LON0 + e / (111_320.0 * LAT0.to_radians().cos()),
-    )
+    vimgeo::geodesy::offset_lat_lon(LAT0, LON0, n, e)
 }
 
 fn calibration() -> CameraCalibration {
@@ -510,8 +507,7 @@ fn a_lossless_replay_processes_every_frame_and_its_recording_replays_the_same_fi
     );
     for r in &reports {
         if let Some(f) = r.fix_at_exposure {
-            let n = (f.lat_deg - LAT0) * 111_320.0;
-            let e = (f.lon_deg - LON0) * 111_320.0 * LAT0.to_radians().cos();
+            let (n, e) = vimgeo::geodesy::offset_ne_m(LAT0, LON0, f.lat_deg, f.lon_deg);
             let error = n.hypot(e - track_east_m(r.seq));
             assert!(
                 error <= 2.0 * f64::from(f.horiz_accuracy_m),
@@ -974,11 +970,9 @@ fn hovering_camera(count: u64) -> SyntheticCamera {
     camera
 }
 
-/// Metres between a fix and the orthophoto's centre (equirectangular: the distances are metres).
+/// Metres between a fix and the orthophoto's centre (on the tangent plane: the distances are metres).
 fn metres_from_centre(lat: f64, lon: f64) -> f64 {
-    let (lat0, lon0) = lat_lon(0.0, 0.0);
-    let n = (lat - lat0) * 111_320.0;
-    let e = (lon - lon0) * 111_320.0 * LAT0.to_radians().cos();
+    let (n, e) = vimgeo::geodesy::offset_ne_m(LAT0, LON0, lat, lon);
     n.hypot(e)
 }
 

@@ -126,11 +126,13 @@ impl Scenario {
             return [st.lat_deg, st.lon_deg];
         }
         let [lat, lon] = self.start_lat_lon_deg;
-        let m_per_deg = 111_320.0;
-        [
-            lat + f64::from(self.vel_ne_mps[0]) * s / m_per_deg,
-            lon + f64::from(self.vel_ne_mps[1]) * s / (m_per_deg * lat.to_radians().cos()),
-        ]
+        let (lat, lon) = crate::geodesy::offset_lat_lon(
+            lat,
+            lon,
+            f64::from(self.vel_ne_mps[0]) * s,
+            f64::from(self.vel_ne_mps[1]) * s,
+        );
+        [lat, lon]
     }
 }
 
