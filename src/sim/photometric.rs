@@ -6,7 +6,7 @@
 //! flight is reproducible from its seed.
 //!
 //! Order of application (as in a camera pipeline): colour cast, gamma, contrast about mid-grey, brightness,
-//! Gaussian blur (separable, edges clamped), Gaussian sensor noise (Box-Muller), JPEG round trip through
+//! Gaussian blur (separable, edges clamped), Gaussian sensor noise (rand_distr normals), JPEG round trip through
 //! `image`'s encoder and decoder.
 //!
 //! ```
