@@ -272,7 +272,7 @@ impl Geo {
 
     /// A point of the test's plane on the ellipsoid.
     fn geodetic(&self, ne: [f64; 2]) -> Geodetic {
-        let drop = (ne[0] * ne[0] + ne[1] * ne[1]) / (2.0 * 6_371_000.0);
+        let drop = (ne[0] * ne[0] + ne[1] * ne[1]) / (2.0 * vimgeo::geodesy::MEAN_RADIUS_M);
         let g = self.world.from_ned(&Vector3::new(ne[0], ne[1], drop));
         Geodetic { alt_m: 0.0, ..g }
     }

@@ -181,7 +181,7 @@ fn prior_window_restricts_the_candidates() {
     let inside: Vec<usize> = (0..n)
         .filter(|&i| {
             let t = f.tiles[i];
-            vimgeo::matching::search::haversine_m(c.lat, c.lon, t.lat, t.lon) <= 150.0
+            vimgeo::geodesy::haversine_m(c.lat, c.lon, t.lat, t.lon) <= 150.0
         })
         .collect();
     assert!(inside.len() >= 3 && inside.len() < 20, "{inside:?}");

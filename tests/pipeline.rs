@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use vimgeo::camera::{
@@ -31,6 +31,7 @@ use vimgeo::pipeline::{
 };
 use vimgeo::rectify::{CameraCalibration, Distortion, ImageSize, Intrinsics, Mount};
 use vimgeo::sim::autopilot::{FakeAutopilot, Scenario};
+use vimgeo::util::unix_now_us;
 
 /// Ground sample distance of the synthetic orthophoto, metres per pixel.
 const GSD_M: f64 = 0.25;
@@ -87,10 +88,7 @@ fn crop(ortho: &RgbImage, n: f64, e: f64, side_px: u32) -> RgbImage {
 }
 
 fn lat_lon(n: f64, e: f64) -> (f64, f64) {
-    (
-        LAT0 + n / 111_320.0,
-        LON0 + e / (111_320.0 * LAT0.to_radians().cos()),
-    )
+    vimgeo::geodesy::offset_lat_lon(LAT0, LON0, n, e)
 }
 
 fn calibration() -> CameraCalibration {
@@ -160,13 +158,6 @@ fn build_cache(
     let dim = encoder.manifest().output.dim as usize;
     write_cache(&path, &meta, &tiles, &embeddings, dim, EmbeddingDtype::F16).unwrap();
     path
-}
-
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 /// Where frame `seq` is: flying east along the orthophoto's middle, 0.5 m per frame, from 24 m west of the
@@ -520,8 +511,7 @@ fn a_lossless_replay_processes_every_frame_and_its_recording_replays_the_same_fi
     );
     for r in &reports {
         if let Some(f) = r.fix_at_exposure {
-            let n = (f.lat_deg - LAT0) * 111_320.0;
-            let e = (f.lon_deg - LON0) * 111_320.0 * LAT0.to_radians().cos();
+            let (n, e) = vimgeo::geodesy::offset_ne_m(LAT0, LON0, f.lat_deg, f.lon_deg);
             let error = n.hypot(e - track_east_m(r.seq));
             assert!(
                 error <= 2.0 * f64::from(f.horiz_accuracy_m),
@@ -984,11 +974,9 @@ fn hovering_camera(count: u64) -> SyntheticCamera {
     camera
 }
 
-/// Metres between a fix and the orthophoto's centre (equirectangular: the distances are metres).
+/// Metres between a fix and the orthophoto's centre (on the tangent plane: the distances are metres).
 fn metres_from_centre(lat: f64, lon: f64) -> f64 {
-    let (lat0, lon0) = lat_lon(0.0, 0.0);
-    let n = (lat - lat0) * 111_320.0;
-    let e = (lon - lon0) * 111_320.0 * LAT0.to_radians().cos();
+    let (n, e) = vimgeo::geodesy::offset_ne_m(LAT0, LON0, lat, lon);
     n.hypot(e)
 }
 

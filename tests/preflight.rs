@@ -32,10 +32,7 @@ const TILE_M: f64 = 40.0;
 const STRIDE_M: f64 = 20.0;
 
 fn lat_lon(north: f64, east: f64) -> (f64, f64) {
-    (
-        LAT0 + north / 111_320.0,
-        LON0 + east / (111_320.0 * LAT0.to_radians().cos()),
-    )
+    vimgeo::geodesy::offset_lat_lon(LAT0, LON0, north, east)
 }
 
 /// Everything a preflight reads, in a temporary folder.

@@ -147,15 +147,7 @@ fn write_png(image: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
             image::ImageFormat::Png,
         )
         .with_context(|| format!("cannot encode {}", path.display()))?;
-    // Atomically: a temporary file beside the target, then a rename.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    Ok(vimgeo::util::write_atomic_bytes(path, &bytes)?)
 }
 
 fn check_angles(roll: f64, pitch: f64, yaw: f64, height: f64) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use vimgeo::camera::CameraSource;
 use vimgeo::encoder::OrtLibrarySearch;
@@ -48,7 +49,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    signals::register(&stop)?;
+    register_signals(&stop)?;
     config.pipeline.health.notify_socket = std::env::var("NOTIFY_SOCKET").ok();
 
     let mut encoder_config = config.model.encoder.clone();
@@ -113,46 +114,12 @@ fn open_camera(config: &OnboardConfig) -> anyhow::Result<Box<dyn CameraSource>> 
     })
 }
 
-/// SIGINT and SIGTERM raise a flag the main loop polls.
-///
-/// The handler only stores to an atomic, which is async-signal-safe. It goes through libc's `signal()`
-/// (glibc gives it BSD semantics: the handler stays installed and interrupted calls restart), declared
-/// here because the crate has no signal-handling dependency; `signal_hook::flag::register` would replace
-/// this module one for one.
-mod signals {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, OnceLock};
-
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    const SIGINT: i32 = 2;
-    const SIGTERM: i32 = 15;
-    const SIG_ERR: usize = usize::MAX;
-
-    extern "C" {
-        fn signal(signum: i32, handler: usize) -> usize;
+/// SIGINT and SIGTERM raise `stop`, which the main loop polls. The handlers (`signal_hook`'s, installed with
+/// `SA_RESTART`) only store to the atomic, which is async-signal-safe.
+fn register_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    for signum in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signum, Arc::clone(stop))
+            .with_context(|| format!("cannot install the handler of signal {signum}"))?;
     }
-
-    extern "C" fn on_signal(_: i32) {
-        if let Some(flag) = FLAG.get() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
-
-    pub(super) fn register(flag: &Arc<AtomicBool>) -> anyhow::Result<()> {
-        if FLAG.set(Arc::clone(flag)).is_err() {
-            anyhow::bail!("signal handlers are already installed");
-        }
-        for signum in [SIGINT, SIGTERM] {
-            // SAFETY: `on_signal` only reads a OnceLock that is set before the handler is installed and
-            // stores to an atomic: both async-signal-safe.
-            let previous = unsafe { signal(signum, on_signal as extern "C" fn(i32) as usize) };
-            if previous == SIG_ERR {
-                anyhow::bail!(
-                    "cannot install the handler of signal {signum}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }

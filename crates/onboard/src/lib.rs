@@ -19,6 +19,7 @@ pub mod matching;
 pub mod pipeline;
 pub mod preflight;
 pub mod rectify;
+pub mod util;
 
 /// The crate version, as recorded in every artefact vimgeo writes (caches, logs, manifests).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,9 +10,10 @@ use super::encode::{encode_plan, EncodeOptions, EncodeOutcome, EncodedTiles, Pro
 use super::error::BuildError;
 use super::journal::read_rows;
 use super::ortho::{OrthoOptions, Orthophoto};
-use super::plan::{hex, TilingPlan, TilingSpec};
+use super::plan::{TilingPlan, TilingSpec};
 use vimgeo_onboard::encoder::Encoder;
 use vimgeo_onboard::matching::{CacheMeta, EmbeddingDtype, Tile, TileCacheWriter};
+use vimgeo_onboard::util::hex;
 
 /// Everything a build needs besides the encoder: resolved values.
 #[derive(Debug, Clone, PartialEq)]

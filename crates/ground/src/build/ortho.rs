@@ -20,11 +20,9 @@ use sha2::{Digest, Sha256};
 
 use super::encode::{SourceTile, TileSource};
 use super::error::BuildError;
-use super::plan::{hex, PlannedTile, RasterGrid};
+use super::plan::{PlannedTile, RasterGrid};
 use vimgeo_onboard::encoder::RgbImage;
-
-/// Mean Earth radius (IUGG), metres: only to size pixels of a geographic (degree) raster on the ground.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+use vimgeo_onboard::util::hex;
 
 /// How to read an orthophoto, as resolved from the command line.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -236,10 +234,12 @@ impl Orthophoto {
             let (lat, _) = georef
                 .pixel_to_wgs84(width as f64 / 2.0, height as f64 / 2.0)
                 .map_err(fail)?;
-            let m_per_unit = srs.angular_units() * EARTH_RADIUS_M;
+            // Degrees per unit of the raster's angular axes, then metres per degree at its centre.
+            let deg_per_unit = srs.angular_units().to_degrees();
+            let (m_per_deg_lat, m_per_deg_lon) = vimgeo_onboard::geodesy::metres_per_degree(lat);
             (
-                t[1].abs() * m_per_unit * lat.to_radians().cos(),
-                t[5].abs() * m_per_unit,
+                t[1].abs() * deg_per_unit * m_per_deg_lon,
+                t[5].abs() * deg_per_unit * m_per_deg_lat,
             )
         } else {
             let m = srs.linear_units();

@@ -15,6 +15,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use vimgeo_onboard::util::hex;
+
 /// The ground footprints of the tiles: one per scale, and the step between neighbours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TilingSpec {
@@ -344,15 +346,6 @@ fn offsets(extent: u32, window: u32, step: u32) -> Vec<u32> {
         out.push(last);
     }
     out
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

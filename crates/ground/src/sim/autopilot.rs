@@ -126,11 +126,13 @@ impl Scenario {
             return [st.lat_deg, st.lon_deg];
         }
         let [lat, lon] = self.start_lat_lon_deg;
-        let m_per_deg = 111_320.0;
-        [
-            lat + f64::from(self.vel_ne_mps[0]) * s / m_per_deg,
-            lon + f64::from(self.vel_ne_mps[1]) * s / (m_per_deg * lat.to_radians().cos()),
-        ]
+        let (lat, lon) = vimgeo_onboard::geodesy::offset_lat_lon(
+            lat,
+            lon,
+            f64::from(self.vel_ne_mps[0]) * s,
+            f64::from(self.vel_ne_mps[1]) * s,
+        );
+        [lat, lon]
     }
 }
 
@@ -347,9 +349,7 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             [o.lat_deg, o.lon_deg]
         });
     let gps_sensor = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS;
-    let unix_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let unix_us = vimgeo_onboard::util::unix_now_us();
     let mut out = vec![
         MavMessage::ATTITUDE(ATTITUDE_DATA {
             time_boot_ms: boot_ms,

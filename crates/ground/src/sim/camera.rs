@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 use crate::sim::appearance::Appearance;
 use crate::sim::photometric::PhotometricRange;
@@ -234,11 +235,9 @@ fn wrap_pi(a: f64) -> f64 {
     (a + PI).rem_euclid(2.0 * PI) - PI
 }
 
-/// A standard normal sample (Box-Muller).
+/// A standard normal sample.
 fn gaussian(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    rng.sample(StandardNormal)
 }
 
 impl CameraSource for SimCamera {

@@ -24,8 +24,8 @@
 //! [`FcLink`]: vimgeo_onboard::fc::FcLink
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -668,29 +668,6 @@ fn fault_report(
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile_in(dir, path)?;
-    std::io::Write::write_all(&mut tmp.1, bytes)?;
-    tmp.1.sync_all()?;
-    drop(tmp.1);
-    std::fs::rename(&tmp.0, path)
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::File::create(&tmp)?;
-    Ok((tmp, file))
-}
-
 /// `fixes.csv`: one line per frame with a fix at its exposure time.
 pub const FIXES_HEADER: &str =
     "seq,t_s,truth_lat_deg,truth_lon_deg,fix_lat_deg,fix_lon_deg,accuracy_m,error_m,\
@@ -751,12 +728,6 @@ pub fn csvs(scenario: &Scenario, trajectory: &Trajectory, obs: &Observations) ->
     (fixes, received)
 }
 
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// Verdict and liveness changes in successive link snapshots.
 #[derive(Debug, Default)]
 struct LinkWatch {
@@ -792,6 +763,7 @@ impl LinkWatch {
 mod live {
     use super::*;
 
+    use std::path::Path;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -812,6 +784,7 @@ mod live {
         open_cache, EncoderSource, PartsConfig, Pipeline, PipelineConfig, PipelineParts,
     };
     use vimgeo_onboard::rectify::{CameraCalibration, CameraModel, Pose};
+    use vimgeo_onboard::util::write_atomic_bytes;
 
     /// A finished run: its summary, what it observed, and where it wrote.
     #[derive(Debug)]
@@ -1154,7 +1127,7 @@ mod live {
         // link has the autopilot's HEARTBEAT before the first frame.
         let lead = Duration::from_millis(1500);
         let origin = Instant::now() + lead;
-        let origin_unix_us = unix_now_us() + lead.as_micros() as u64;
+        let origin_unix_us = vimgeo_onboard::util::unix_now_us() + lead.as_micros() as u64;
         let origin_mono_us = vimgeo_onboard::camera::mono_now_us() + lead.as_micros() as u64;
         let duration_s = options.duration_s.unwrap_or(scenario.run.duration_s);
         let camera = SimCamera::new(
@@ -1291,7 +1264,9 @@ mod live {
         let out = &options.out_dir;
         let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, SimError> {
             let path = out.join(name);
-            write_atomic(&path, bytes)
+            std::fs::create_dir_all(out)
+                .map_err(|e| SimError::step(format!("creating {}", out.display()), e))?;
+            write_atomic_bytes(&path, bytes)
                 .map_err(|e| SimError::step(format!("writing {}", path.display()), e))?;
             Ok(path)
         };

@@ -46,6 +46,7 @@ use image::RgbImage;
 use nalgebra::{Point2, Vector3};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -579,11 +580,9 @@ fn tile_rng(seed: u64, ortho: usize, row: u32, col: u32) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// A standard normal draw (Box-Muller).
+/// A standard normal draw.
 fn normal(rng: &mut impl Rng) -> f64 {
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    rng.sample(StandardNormal)
 }
 
 fn save_png(image: &RgbImage, path: &Path) -> Result<(), PairsError> {

@@ -6,7 +6,7 @@
 //! flight is reproducible from its seed.
 //!
 //! Order of application (as in a camera pipeline): colour cast, gamma, contrast about mid-grey, brightness,
-//! Gaussian blur (separable, edges clamped), Gaussian sensor noise (Box-Muller), JPEG round trip through
+//! Gaussian blur (separable, edges clamped), Gaussian sensor noise (rand_distr normals), JPEG round trip through
 //! `image`'s encoder and decoder.
 //!
 //! ```
@@ -20,6 +20,7 @@
 
 use image::RgbImage;
 use rand::RngExt;
+use rand_distr::StandardNormal;
 use thiserror::Error;
 
 /// Errors of the photometric changes.
@@ -318,23 +319,15 @@ fn add_noise(buf: &mut [f32], sigma: f32, rng: &mut impl rand::Rng) {
     add_noise_with(buf, rng, |_| sigma);
 }
 
-/// Adds independent Gaussian noise to every sample, of standard deviation `sigma_of(sample)` (Box-Muller, two
-/// samples per pair of uniforms).
+/// Adds independent Gaussian noise to every sample, of standard deviation `sigma_of(sample)`.
 pub(crate) fn add_noise_with(
     buf: &mut [f32],
     rng: &mut impl rand::Rng,
     sigma_of: impl Fn(f32) -> f32,
 ) {
-    for pair in buf.chunks_mut(2) {
-        // 1 - u lies in (0, 1], so the logarithm is finite.
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-        pair[0] += sigma_of(pair[0]) * (r * c) as f32;
-        if let Some(v) = pair.get_mut(1) {
-            *v += sigma_of(*v) * (r * s) as f32;
-        }
+    for v in buf.iter_mut() {
+        let z: f64 = rng.sample(StandardNormal);
+        *v += sigma_of(*v) * z as f32;
     }
 }
 

@@ -5,7 +5,6 @@
 //! agrees, and a wall-clock step (NTP, GNSS time) never reorders frames.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use image::RgbImage;
 
@@ -58,13 +57,7 @@ pub fn mono_now_us() -> u64 {
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }
 
-/// The wall clock (UNIX time) now, µs; 0 if the clock is set before 1970.
-pub fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use crate::util::unix_now_us;
 
 /// Converts CLOCK_MONOTONIC timestamps to UNIX time with one offset, sampled once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

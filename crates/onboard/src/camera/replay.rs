@@ -33,6 +33,7 @@ use image::{ImageEncoder, RgbImage};
 use super::error::CameraError;
 use super::frame::{Frame, FramePose};
 use super::CameraSource;
+use crate::util::{read_csv, write_atomic_bytes, CsvFault, WriteError};
 
 /// The index file of a recording.
 pub const FRAMES_CSV: &str = "frames.csv";
@@ -229,39 +230,13 @@ fn parse_frames_csv(csv: &Path, dir: &Path, text: &str) -> Result<Vec<Entry>, Ca
         column: column.to_string(),
         reason,
     };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let header = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
-    let header = header.strip_prefix('\u{feff}').unwrap_or(header);
-    if header != FRAMES_CSV_HEADER {
-        let got: Vec<&str> = header.split(',').map(str::trim).collect();
-        let column = COLUMNS
-            .iter()
-            .enumerate()
-            .find(|(i, c)| got.get(*i) != Some(*c))
-            .map_or("(extra)", |(_, c)| *c);
-        return Err(err(
-            1,
-            column,
-            format!("bad header `{header}`, expected `{FRAMES_CSV_HEADER}`"),
-        ));
-    }
-
     let mut entries = Vec::new();
     let mut last_mono: Option<u64> = None;
-    for (line, raw) in lines {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
-        if fields.len() != COLUMNS.len() {
-            let column = COLUMNS.get(fields.len()).copied().unwrap_or("(extra)");
-            return Err(err(
-                line,
-                column,
-                format!("{} fields, expected {}", fields.len(), COLUMNS.len()),
-            ));
-        }
+    let fault = |f: CsvFault| {
+        let column = COLUMNS.get(f.column).copied().unwrap_or("(extra)");
+        err(f.line, column, f.reason)
+    };
+    read_csv(text, &COLUMNS, fault, |line, fields| {
         let int = |i: usize| -> Result<u64, CameraError> {
             fields[i].parse::<u64>().map_err(|_| {
                 err(
@@ -347,7 +322,8 @@ fn parse_frames_csv(csv: &Path, dir: &Path, text: &str) -> Result<Vec<Entry>, Ca
             exposure_unix_us,
             pose,
         });
-    }
+        Ok(())
+    })?;
     Ok(entries)
 }
 
@@ -481,17 +457,7 @@ impl ReplayRecorder {
             });
         }
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        fs::write(&tmp, contents)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|source| {
-                let _ = fs::remove_file(&tmp);
-                CameraError::Io {
-                    path: path.clone(),
-                    operation: "write",
-                    source,
-                }
-            })?;
+        write_atomic_bytes(&path, contents).map_err(write_error)?;
         Ok(path)
     }
 
@@ -550,7 +516,7 @@ impl Drop for ReplayRecorder {
     }
 }
 
-/// Encodes `image` as PNG into a temporary file beside `path`, then renames it into place.
+/// Encodes `image` as PNG and writes it to `path` atomically.
 fn write_png_atomically(path: &Path, image: &RgbImage) -> Result<(), CameraError> {
     let mut bytes = Vec::new();
     image::codecs::png::PngEncoder::new(&mut bytes)
@@ -564,21 +530,15 @@ fn write_png_atomically(path: &Path, image: &RgbImage) -> Result<(), CameraError
             path: path.to_path_buf(),
             reason: format!("cannot encode PNG: {e}"),
         })?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    fs::write(&tmp, &bytes)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            CameraError::Io {
-                path: path.to_path_buf(),
-                operation: "write",
-                source,
-            }
-        })
+    write_atomic_bytes(path, &bytes).map_err(write_error)
+}
+
+fn write_error(e: WriteError) -> CameraError {
+    CameraError::Io {
+        path: e.path,
+        operation: e.operation,
+        source: e.source,
+    }
 }
 
 #[cfg(test)]

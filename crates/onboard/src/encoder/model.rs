@@ -14,6 +14,7 @@ use super::error::ModelError;
 use super::manifest::{ModelManifest, ScanForm};
 use super::onnx_graph::{ModelProto, ELEM_TYPE_FLOAT};
 use super::scan_op::{SCAN_DOMAIN, SCAN_OP};
+use crate::util::hex;
 
 /// Operator domains every ONNX runtime implements.
 const STANDARD_DOMAINS: [&str; 3] = ["", "ai.onnx", "ai.onnx.ml"];
@@ -311,11 +312,6 @@ impl CheckedModel {
         self.scan_nodes = scan_nodes;
         Ok(())
     }
-}
-
-/// Lower-case hex of a digest.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn show_dims(dims: &[Option<i64>]) -> String {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavSeverity, COMMAND_LONG_DATA};
@@ -40,6 +40,7 @@ use super::signing::{self, Signer, SigningKey};
 use super::state::{AutopilotKind, VehicleState};
 use super::transport::{self, LinkAddress, TransportReader};
 use crate::fix::Fix;
+use crate::util::unix_now_us;
 
 /// Which message carries our fixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,12 +211,6 @@ pub struct FcLink {
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic in the other holder cannot leave the plain-data state half-written in a harmful way.
     shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl FcLink {

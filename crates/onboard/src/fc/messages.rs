@@ -188,29 +188,12 @@ pub struct EkfOrigin {
     pub alt_m: f32,
 }
 
-/// WGS84 semi-major axis and flattening.
-const WGS84_A: f64 = 6_378_137.0;
-const WGS84_F: f64 = 1.0 / 298.257_223_563;
-
 /// North/east metres of `(lat, lon)` from `origin` on the local tangent plane (equirectangular with the
 /// ellipsoid's radii of curvature: sub-centimetre within a few km, which is what the EKF's local frame covers).
 pub fn ned_from_origin(origin: &EkfOrigin, lat_deg: f64, lon_deg: f64) -> [f64; 2] {
-    let e2 = WGS84_F * (2.0 - WGS84_F);
-    let lat0 = origin.lat_deg.to_radians();
-    let s = lat0.sin();
-    let w = (1.0 - e2 * s * s).sqrt();
-    let r_n = WGS84_A * (1.0 - e2) / (w * w * w); // meridian radius
-    let r_e = WGS84_A / w; // prime-vertical radius
-    let mut dlon = lon_deg - origin.lon_deg;
-    if dlon > 180.0 {
-        dlon -= 360.0;
-    } else if dlon < -180.0 {
-        dlon += 360.0;
-    }
-    [
-        (lat_deg - origin.lat_deg).to_radians() * r_n,
-        dlon.to_radians() * r_e * lat0.cos(),
-    ]
+    let (north, east) =
+        crate::geodesy::offset_ne_m(origin.lat_deg, origin.lon_deg, lat_deg, lon_deg);
+    [north, east]
 }
 
 /// ODOMETRY (331) in MAV_FRAME_LOCAL_NED relative to the EKF origin: position only (and NE velocity when

@@ -64,7 +64,7 @@ impl SigningKey {
 
     /// The key as 64 lowercase hex digits (the key file's hex form).
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::util::hex(&self.0)
     }
 
     /// Parses the key file's contents (see the module documentation); the error says why it was refused.

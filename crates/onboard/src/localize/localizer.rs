@@ -48,10 +48,6 @@ use crate::matching::Match;
 /// While the filter is not running, a best match farther than this from the local origin moves the origin.
 pub const ORIGIN_RECENTRE_M: f64 = 20_000.0;
 
-/// Mean earth radius, for the drop of the tangent plane below the horizon (a 1 % radius error moves a
-/// position 20 km from the origin by millimetres).
-const EARTH_RADIUS_M: f64 = 6_371_000.0;
-
 /// How matches become positions: `method` in the `[localize]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -501,7 +497,8 @@ impl Localizer {
 /// lies above the ellipsoid away from the origin, so the point is put back down by the plane's drop.
 fn on_the_ground(frame: &LocalFrame, ne_m: [f64; 2]) -> (Geodetic, Vector3<f64>) {
     let [n, east] = ne_m;
-    let drop = (n * n + east * east) / (2.0 * EARTH_RADIUS_M);
+    // The mean radius is enough: a 1 % radius error moves a position 20 km from the origin by millimetres.
+    let drop = (n * n + east * east) / (2.0 * crate::geodesy::MEAN_RADIUS_M);
     let ground = Vector3::new(n, east, drop);
     (frame.from_ned(&ground), ground)
 }

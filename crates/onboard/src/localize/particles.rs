@@ -85,6 +85,7 @@ use std::collections::HashMap;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::Deserialize;
 
 use super::estimator::K95;
@@ -621,14 +622,9 @@ fn seconds(a_us: u64, b_us: u64) -> f64 {
     (a_us as f64 - b_us as f64) * 1e-6
 }
 
-/// Two independent standard normal numbers (Box-Muller).
+/// Two independent standard normal numbers.
 fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
-    // 1 - u lies in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    let r = (-2.0 * u1.ln()).sqrt();
-    let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-    (r * c, r * s)
+    (rng.sample(StandardNormal), rng.sample(StandardNormal))
 }
 
 /// Multiplies the weights by `exp(log_l)` and normalises them (in the log domain: no underflow to all

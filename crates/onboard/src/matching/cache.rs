@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::search::{self, Hit, PriorWindow, SearchError};
+use crate::util::{hex, AtomicFile, WriteError};
 
 /// The `format` metadata value of every tile cache.
 pub const CACHE_FORMAT: &str = "vimgeo-tile-cache";
@@ -379,6 +380,13 @@ pub enum CacheError {
     },
 }
 
+fn write_err(e: WriteError) -> CacheError {
+    CacheError::Io {
+        path: e.path,
+        source: e.source,
+    }
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
         path: path.to_path_buf(),
@@ -404,7 +412,7 @@ pub fn write_cache(
 /// Streams a tile cache to disk: the geometry of every tile up front, then the embeddings in tile
 /// order, in as many [`push_rows`](Self::push_rows) calls as convenient.
 ///
-/// Everything goes to `<name>.tmp-<pid>` beside the target; [`finish`](Self::finish) writes the
+/// Everything goes to an [`AtomicFile`] beside the target; [`finish`](Self::finish) writes the
 /// checksum, fsyncs the file, renames it over the target and fsyncs the directory. A writer dropped
 /// without `finish` (an error, a crash, Ctrl-C) removes its temporary file and leaves any existing
 /// cache untouched.
@@ -414,8 +422,7 @@ pub fn write_cache(
 /// keyed by the tiling plan and model) and streams them into a fresh writer at the end.
 pub struct TileCacheWriter {
     path: PathBuf,
-    tmp_path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<AtomicFile>>,
     hasher: Sha256,
     checksum_at: u64,
     dim: usize,
@@ -468,21 +475,12 @@ impl TileCacheWriter {
             .map(|p| (8 + p + "\"checksum\":\"".len()) as u64)
             .ok_or_else(|| invalid("header lacks the checksum entry".into()))?;
 
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| invalid("the path names no file".into()))?;
-        let mut tmp_name = file_name.to_os_string();
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp_path = path.with_file_name(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(io_err(&tmp_path))?;
+        if path.file_name().is_none() {
+            return Err(invalid("the path names no file".into()));
+        }
+        let file = AtomicFile::create(path).map_err(write_err)?;
         let mut writer = TileCacheWriter {
             path: path.to_path_buf(),
-            tmp_path,
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher: Sha256::new(),
             checksum_at,
@@ -511,7 +509,7 @@ impl TileCacheWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), CacheError> {
         self.hasher.update(bytes);
         let out = self.out.as_mut().expect("writer is open until finish");
-        out.write_all(bytes).map_err(io_err(&self.tmp_path))
+        out.write_all(bytes).map_err(io_err(&self.path))
     }
 
     /// Appends embedding rows (a whole number of `dim`-value rows, finite, L2 norm within 1 %).
@@ -580,36 +578,13 @@ impl TileCacheWriter {
         }
         let digest = hex(&std::mem::take(&mut self.hasher).finalize());
         let out = self.out.take().expect("writer is open until finish");
-        let tmp = self.tmp_path.clone();
-        let mut file = out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| io_err(&self.path)(e.into_error()))?;
         file.seek(SeekFrom::Start(self.checksum_at))
             .and_then(|_| file.write_all(digest.as_bytes()))
-            .and_then(|_| file.sync_all())
-            .map_err(io_err(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        // The rename is durable once the directory is synced (best effort: some filesystems refuse).
-        if let Some(dir) = self.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        self.rows_total = usize::MAX; // mark finished: Drop leaves the (renamed) file alone
-        Ok(())
-    }
-}
-
-impl Drop for TileCacheWriter {
-    fn drop(&mut self) {
-        if self.rows_total != usize::MAX {
-            self.out = None;
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
+            .map_err(io_err(&self.path))?;
+        file.commit().map_err(write_err)
     }
 }
 
@@ -648,10 +623,6 @@ fn header_json(
         text.push(' ');
     }
     Ok(text)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The current time as ISO 8601 UTC (`2026-11-25T13:47:59Z`), without a date library.

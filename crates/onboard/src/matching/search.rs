@@ -23,9 +23,7 @@ pub use self::bench::{
     BenchSearchConfig, BenchSearchReport, CacheMemory, DtypeTiming,
 };
 pub use self::kernels::{Element, Kernel};
-
-/// Mean Earth radius (m), for the prior window's distances.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+use crate::geodesy::{haversine_m, MEAN_RADIUS_M};
 
 /// Fewest rows one parallel task scans: below this, splitting costs more than it saves.
 const MIN_ROWS_PER_TASK: usize = 4096;
@@ -76,7 +74,7 @@ pub struct PriorWindow {
 impl PriorWindow {
     /// Prepares the window for testing many points.
     pub fn prepare(&self) -> PreparedWindow {
-        let dlat = (self.radius_m / EARTH_RADIUS_M).to_degrees();
+        let dlat = (self.radius_m / MEAN_RADIUS_M).to_degrees();
         let cos_lat = self.lat.to_radians().cos();
         // Near a pole (or for huge radii) the longitude box is the whole circle.
         let dlon = if cos_lat * 180.0 > dlat {
@@ -118,15 +116,6 @@ impl PreparedWindow {
         }
         haversine_m(self.window.lat, self.window.lon, lat, lon) <= self.window.radius_m
     }
-}
-
-/// Great-circle distance in metres between two WGS84 points (spherical Earth, mean radius).
-pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
 }
 
 /// Which rows may be candidates; `None` means all.

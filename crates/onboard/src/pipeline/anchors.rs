@@ -18,8 +18,9 @@
 //! the file, line and column) and anchors a frame on the row with its `seq` and exposure time.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::util::{read_csv, CsvFault};
 
 /// The file, in a recording folder, that holds the anchors its live run used.
 pub const ANCHORS_SIDECAR: &str = "anchors.csv";
@@ -113,38 +114,9 @@ impl RecordedAnchors {
             name: COLUMNS.get(column).copied().unwrap_or("(extra)"),
             reason,
         };
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-        let header = lines.next().map_or("", |(_, l)| l.trim());
-        let header = header.strip_prefix('\u{feff}').unwrap_or(header);
-        if header != ANCHORS_HEADER {
-            let got: Vec<&str> = header.split(',').map(str::trim).collect();
-            let column = (0..=COLUMNS.len())
-                .find(|&i| got.get(i).copied() != COLUMNS.get(i).copied())
-                .unwrap_or(COLUMNS.len());
-            return Err(err(
-                1,
-                column,
-                format!("bad header `{header}`, expected `{ANCHORS_HEADER}`"),
-            ));
-        }
         let mut by_seq = BTreeMap::new();
-        for (line, raw) in lines {
-            let raw = raw.trim();
-            if raw.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
-            if fields.len() != COLUMNS.len() {
-                return Err(err(
-                    line,
-                    fields.len().min(COLUMNS.len()),
-                    format!(
-                        "{} fields, expected {} (`{ANCHORS_HEADER}`)",
-                        fields.len(),
-                        COLUMNS.len()
-                    ),
-                ));
-            }
+        let fault = |f: CsvFault| err(f.line, f.column, f.reason);
+        read_csv(text, &COLUMNS, fault, |line, fields| {
             let integer = |i: usize| {
                 fields[i].parse::<u64>().map_err(|_| {
                     err(
@@ -182,7 +154,8 @@ impl RecordedAnchors {
                     format!("frame {} has a second anchor", anchor.seq),
                 ));
             }
-        }
+            Ok(())
+        })?;
         Ok(RecordedAnchors { by_seq })
     }
 
@@ -230,28 +203,14 @@ pub fn anchors_csv(anchors: &[RecordedAnchor]) -> String {
     text
 }
 
-/// Writes `anchors` to `path` atomically: a temporary file beside it, flushed to disk, then renamed.
+/// Writes `anchors` to `path` atomically (a reader sees the old file or the whole new one).
 pub fn write_anchors(path: &Path, anchors: &[RecordedAnchor]) -> Result<(), AnchorsError> {
-    let io = |operation, source| AnchorsError::Io {
-        path: path.to_path_buf(),
-        operation,
-        source,
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| ANCHORS_SIDECAR.into(), |n| n.to_string_lossy());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(anchors_csv(anchors).as_bytes())?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io("write", e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("rename into place", e)
+    crate::util::write_atomic_bytes(path, anchors_csv(anchors).as_bytes()).map_err(|e| {
+        AnchorsError::Io {
+            path: e.path,
+            operation: e.operation,
+            source: e.source,
+        }
     })
 }
 

@@ -957,8 +957,7 @@ fn gnss_anchor(link: &FcLink, exposure_unix_us: u64) -> Option<(f64, f64, f64)> 
     let accuracy_m = hdop.map_or(ANCHOR_MIN_ACCURACY_M, |h| {
         (f64::from(h) * ANCHOR_M_PER_HDOP).max(ANCHOR_MIN_ACCURACY_M)
     }) + ANCHOR_VELOCITY_ERROR_MPS * dt_s.abs();
-    // Move the position along the velocity to the exposure time (metres → degrees, spherical: the move is
-    // at most a few tens of metres).
+    // Move the position along the velocity to the exposure time (the move is at most a few tens of metres).
     let [vn, ve, _] = p.vel_ned_mps;
     let (vn, ve) = (f64::from(vn), f64::from(ve));
     let (vn, ve) = if vn.is_finite() && ve.is_finite() {
@@ -966,9 +965,7 @@ fn gnss_anchor(link: &FcLink, exposure_unix_us: u64) -> Option<(f64, f64, f64)> 
     } else {
         (0.0, 0.0)
     };
-    const R: f64 = 6_371_000.0;
-    let lat = p.lat_deg + (vn * dt_s / R).to_degrees();
-    let lon = p.lon_deg + (ve * dt_s / (R * p.lat_deg.to_radians().cos().max(1e-6))).to_degrees();
+    let (lat, lon) = crate::geodesy::offset_lat_lon(p.lat_deg, p.lon_deg, vn * dt_s, ve * dt_s);
     Some((lat, lon, accuracy_m))
 }
 

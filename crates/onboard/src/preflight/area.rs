@@ -8,10 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::geodesy::{metres_per_degree, offset_lat_lon};
 use crate::matching::TileCache;
-
-/// Metres per degree of latitude (spherical Earth; tile-scale distances need no better).
-const M_PER_DEG: f64 = 111_320.0;
 
 /// The most grid points a circle is checked at; larger circles get a coarser grid.
 pub const CIRCLE_SAMPLES_MAX: usize = 40_000;
@@ -263,14 +261,14 @@ impl Coverage {
 
     /// Whether `lat`, `lon` lies on some tile's footprint.
     pub fn covers(&self, lat: f64, lon: f64) -> bool {
-        let dlat = self.max_half_m / M_PER_DEG;
+        let (m_per_deg_lat, m_per_deg_lon) = metres_per_degree(lat);
+        let dlat = self.max_half_m / m_per_deg_lat;
         let start = self.tiles.partition_point(|t| t.0 < lat - dlat);
-        let m_per_deg_lon = M_PER_DEG * lat.to_radians().cos();
         self.tiles[start..]
             .iter()
             .take_while(|t| t.0 <= lat + dlat)
             .any(|&(tlat, tlon, half)| {
-                let north = (lat - tlat) * M_PER_DEG;
+                let north = (lat - tlat) * m_per_deg_lat;
                 let mut dlon = lon - tlon;
                 if dlon > 180.0 {
                     dlon -= 360.0;
@@ -295,12 +293,10 @@ impl Coverage {
             step *= (points / CIRCLE_SAMPLES_MAX as f64).sqrt();
         }
         let n = (r / step).ceil() as i64;
-        let m_per_deg_lon = M_PER_DEG * circle.lat.to_radians().cos().max(1e-6);
         let mut uncovered = Vec::new();
         let mut checked = 0;
         let mut check = |north: f64, east: f64| {
-            let lat = circle.lat + north / M_PER_DEG;
-            let lon = circle.lon + east / m_per_deg_lon;
+            let (lat, lon) = offset_lat_lon(circle.lat, circle.lon, north, east);
             checked += 1;
             if !self.covers(lat, lon) {
                 uncovered.push((lat, lon));
@@ -330,23 +326,16 @@ mod tests {
 
     /// A 5 x 5 grid of 20 m tiles at a 10 m stride around 45, 7: covers ±30 m.
     fn grid() -> Coverage {
-        let m_lon = M_PER_DEG * 45f64.to_radians().cos();
         Coverage::from_tiles((-2..=2).flat_map(|i| {
             (-2..=2).map(move |j| {
-                (
-                    45.0 + f64::from(i) * 10.0 / M_PER_DEG,
-                    7.0 + f64::from(j) * 10.0 / m_lon,
-                    10.0,
-                )
+                let (lat, lon) = at(f64::from(i) * 10.0, f64::from(j) * 10.0);
+                (lat, lon, 10.0)
             })
         }))
     }
 
     fn at(north: f64, east: f64) -> (f64, f64) {
-        (
-            45.0 + north / M_PER_DEG,
-            7.0 + east / (M_PER_DEG * 45f64.to_radians().cos()),
-        )
+        offset_lat_lon(45.0, 7.0, north, east)
     }
 
     #[test]

@@ -422,32 +422,16 @@ impl CameraCalibration {
         ))
     }
 
-    /// Validates and writes the calibration to `path` atomically (a temporary file beside it, then a rename),
-    /// so a reader never sees half a file.
+    /// Validates and writes the calibration to `path` atomically, so a reader never sees half a file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), CalibError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
         self.check(&origin)?;
         let text = self.to_toml_string()?;
-        let write_err = |source| CalibError::Write {
-            origin: origin.clone(),
-            source,
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            write_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a file path",
-            ))
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(write_err)
+        crate::util::write_atomic_bytes(path, text.as_bytes()).map_err(|e| CalibError::Write {
+            origin,
+            source: e.source,
+        })
     }
 
     /// Checks every field (ranges, finiteness, invertible distortion over the image); messages start with

@@ -4,6 +4,10 @@
 use std::fmt;
 use std::time::Instant;
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
 use super::{
     selective_scan_reference, selective_scan_with, Kernel, ScanDims, ScanError, ScanInputs,
     ScanOptions, Threading,
@@ -113,34 +117,22 @@ fn time(
     })
 }
 
-/// A tiny deterministic PRNG (SplitMix64): reproducible inputs without a dependency.
-pub(super) struct Rng(u64);
+/// The benchmark's seeded generator: reproducible inputs.
+pub(super) struct Rng(ChaCha8Rng);
 
 impl Rng {
     pub(super) fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Rng(ChaCha8Rng::seed_from_u64(seed))
     }
 
     /// Uniform in `[lo, hi)`.
     pub(super) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * unit
+        lo + (hi - lo) * self.0.random::<f32>()
     }
 
-    /// Standard normal (Box–Muller).
+    /// Standard normal.
     pub(super) fn normal(&mut self) -> f32 {
-        let u1 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let r = (-2.0 * (1.0 - u1).ln()).sqrt();
-        (r * (std::f64::consts::TAU * u2).cos()) as f32
+        self.0.sample(StandardNormal)
     }
 
     fn normals(&mut self, count: usize) -> Vec<f32> {
