@@ -956,7 +956,7 @@ link = "udpin:127.0.0.1:14550"
 
     #[test]
     fn the_documented_deploy_example_resolves_to_its_values() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vimgeo.toml");
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/vimgeo.toml");
         let c = OnboardConfig::load(&file).unwrap();
         let mut v4l2 = V4l2Config::new("/dev/vimgeo-camera", 1280, 720, 10);
         v4l2.format = PixelFormat::Auto;
