@@ -40,7 +40,11 @@ enum Command {
     #[command(subcommand)]
     Cache(cache::CacheCommand),
     /// Render what a camera at a pose over an orthophoto sees (the simulated camera).
+    #[cfg(feature = "ground")]
     Render(geometry::RenderArgs),
+    /// Render what a camera over an orthophoto sees (not in this build: it needs the ground tools).
+    #[cfg(not(feature = "ground"))]
+    Render(cli::Absent),
     /// Warp a camera frame to a north-up nadir view at a given ground size (what the encoder sees).
     Rectify(geometry::RectifyArgs),
     /// Camera calibration files: check one, import from OpenCV or ROS.
@@ -69,7 +73,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Search(args)) => cache::bench_search(&args)?,
         Command::Cache(command) => cache::cache(command)?,
         Command::Calib(command) => calib::calib(&command)?,
+        #[cfg(feature = "ground")]
         Command::Render(args) => geometry::render(&args)?,
+        #[cfg(not(feature = "ground"))]
+        Command::Render(_) => anyhow::bail!("`vimgeo render`: {}", cache::NO_GDAL),
         Command::Rectify(args) => geometry::rectify(&args)?,
         Command::Run(args) => run::run(&args)?,
         #[cfg(feature = "ground")]

@@ -12,7 +12,11 @@ use super::encoder::{read_image, EngineArgs};
 #[derive(Debug, Subcommand)]
 pub(crate) enum CacheCommand {
     /// Cut an orthophoto into tiles at the camera's footprint, embed them and write a cache (resumable).
+    #[cfg(feature = "ground")]
     Build(CacheBuildArgs),
+    /// Cut an orthophoto into tiles (not in this build: it needs the ground tools).
+    #[cfg(not(feature = "ground"))]
+    Build(super::Absent),
     /// Print a cache's metadata and extent.
     Info(CacheInfoArgs),
     /// Check a cache's checksum, and that it belongs to a model when --model is given.
@@ -20,12 +24,15 @@ pub(crate) enum CacheCommand {
     /// Embed images and print their best-matching tiles: one JSON line per image.
     Query(CacheQueryArgs),
     /// Draw a cache's tiles over its orthophoto (a PNG to check before a flight).
+    #[cfg(feature = "ground")]
     Preview(CachePreviewArgs),
+    /// Draw a cache's tiles over its orthophoto (not in this build: it needs the ground tools).
+    #[cfg(not(feature = "ground"))]
+    Preview(super::Absent),
 }
 
 /// How to read the orthophoto, shared by `cache build` and `cache preview`.
-// Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "ground"), allow(dead_code))]
+#[cfg(feature = "ground")]
 #[derive(Debug, Args)]
 pub(crate) struct OrthoArgs {
     /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
@@ -47,8 +54,7 @@ pub(crate) struct OrthoArgs {
     nodata: Option<f64>,
 }
 
-// Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "ground"), allow(dead_code))]
+#[cfg(feature = "ground")]
 #[derive(Debug, Args)]
 pub(crate) struct CacheBuildArgs {
     #[command(flatten)]
@@ -128,8 +134,7 @@ pub(crate) struct CacheQueryArgs {
     prior: Option<Vec<f64>>,
 }
 
-// Read only by the GDAL-backed commands.
-#[cfg_attr(not(feature = "ground"), allow(dead_code))]
+#[cfg(feature = "ground")]
 #[derive(Debug, Args)]
 pub(crate) struct CachePreviewArgs {
     /// The cache file.
@@ -146,27 +151,24 @@ pub(crate) struct CachePreviewArgs {
 
 pub(crate) fn cache(command: CacheCommand) -> anyhow::Result<()> {
     match command {
+        #[cfg(feature = "ground")]
         CacheCommand::Build(args) => cache_build(&args),
+        #[cfg(not(feature = "ground"))]
+        CacheCommand::Build(_) => bail!("`vimgeo cache build`: {NO_GDAL}"),
         CacheCommand::Info(args) => cache_info(&args),
         CacheCommand::Verify(args) => cache_verify(&args),
         CacheCommand::Query(args) => cache_query(&args),
+        #[cfg(feature = "ground")]
         CacheCommand::Preview(args) => cache_preview(&args),
+        #[cfg(not(feature = "ground"))]
+        CacheCommand::Preview(_) => bail!("`vimgeo cache preview`: {NO_GDAL}"),
     }
 }
 
 #[cfg(not(feature = "ground"))]
-pub(crate) const NO_GDAL: &str = "this vimgeo was built without GDAL, which reading orthophotos needs; \
-    rebuild it with the default features, `cargo build --release` (needs the system GDAL: `apt-get install libgdal-dev`)";
-
-#[cfg(not(feature = "ground"))]
-pub(crate) fn cache_build(_: &CacheBuildArgs) -> anyhow::Result<()> {
-    bail!("`vimgeo cache build`: {NO_GDAL}")
-}
-
-#[cfg(not(feature = "ground"))]
-pub(crate) fn cache_preview(_: &CachePreviewArgs) -> anyhow::Result<()> {
-    bail!("`vimgeo cache preview`: {NO_GDAL}")
-}
+pub(crate) const NO_GDAL: &str = "this vimgeo is the onboard build, without the ground tools (vimgeo-ground, \
+    which reads orthophotos through GDAL); rebuild it with the default features, `cargo build --release` \
+    (needs the system GDAL: `apt-get install libgdal-dev`)";
 
 #[cfg(feature = "ground")]
 impl OrthoArgs {
@@ -218,7 +220,7 @@ impl CacheBuildArgs {
 }
 
 /// Parses `80..150` (or `80-150`, or a single height `120`).
-#[cfg_attr(not(feature = "ground"), allow(dead_code))]
+#[cfg(feature = "ground")]
 pub(crate) fn parse_height_band(text: &str) -> anyhow::Result<(f64, f64)> {
     let parse = |s: &str| {
         s.trim()

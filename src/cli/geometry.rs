@@ -13,7 +13,7 @@ use vimgeo::rectify::{
 };
 
 /// `vimgeo render`.
-#[cfg_attr(not(feature = "ground"), allow(dead_code))]
+#[cfg(feature = "ground")]
 #[derive(Debug, Args)]
 pub(crate) struct RenderArgs {
     /// The orthophoto: a GeoTIFF, or an image with a world file (then --crs is required); `data:NAME` for a
@@ -168,11 +168,6 @@ fn check_angles(roll: f64, pitch: f64, yaw: f64, height: f64) -> anyhow::Result<
         bail!("--height {height} m: the vehicle must be above the ground");
     }
     Ok(())
-}
-
-#[cfg(not(feature = "ground"))]
-pub(crate) fn render(_: &RenderArgs) -> anyhow::Result<()> {
-    bail!("`vimgeo render`: {}", super::cache::NO_GDAL)
 }
 
 #[cfg(feature = "ground")]

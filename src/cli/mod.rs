@@ -12,19 +12,18 @@ pub(crate) mod run;
 #[cfg(feature = "ground")]
 pub(crate) mod sim;
 
-use std::path::{Path, PathBuf};
-
 use clap::Subcommand;
-use vimgeo::data::DataDir;
 
 /// The data folder (`VIMGEO_DATA`, else under `HOME`), read from the environment here only.
-pub(crate) fn data_dir() -> DataDir {
-    DataDir::from_vars(|name| std::env::var_os(name))
+#[cfg(feature = "ground")]
+pub(crate) fn data_dir() -> vimgeo::data::DataDir {
+    vimgeo::data::DataDir::from_vars(|name| std::env::var_os(name))
 }
 
 /// A path argument that may name a file of the data folder as `data:NAME` (clap's value parser).
-pub(crate) fn data_path(arg: &str) -> Result<PathBuf, std::convert::Infallible> {
-    Ok(data_dir().resolve(Path::new(arg)))
+#[cfg(feature = "ground")]
+pub(crate) fn data_path(arg: &str) -> Result<std::path::PathBuf, std::convert::Infallible> {
+    Ok(data_dir().resolve(std::path::Path::new(arg)))
 }
 
 /// Any arguments of a command this build does not have (`vimgeo sim` without the ground tools).
