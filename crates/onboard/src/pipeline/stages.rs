@@ -854,19 +854,15 @@ impl FrameStage for EncodeStage {
     type Out = Encoded;
 
     fn process(&mut self, r: Rectified) -> Result<Encoded, Box<FrameReport>> {
-        let Rectified {
-            mut meta,
-            image,
-            centre_offset_ne_m,
-        } = r;
         let t = Instant::now();
-        let result = self.encoder.encode(&image);
+        let result = self.encoder.encode(&r.image);
+        let mut meta = r.meta;
         meta.latency.set(Stage::Encode, t.elapsed());
         match result {
             Ok(embedding) => Ok(Encoded {
                 meta,
                 embedding,
-                centre_offset_ne_m,
+                centre_offset_ne_m: r.centre_offset_ne_m,
             }),
             Err(e) => {
                 log::warn!("frame {}: encoder failed: {e}", meta.seq);
