@@ -111,6 +111,12 @@ pub(crate) fn format_snapshot(s: &vimgeo::fc::LinkSnapshot, now: Instant) -> Str
         s.stats.parse_errors,
         if s.open { "" } else { " | link DOWN" }
     ));
+    if v.rejected_positions > 0 {
+        line.push_str(&format!(
+            " | positions ignored {} (impossible or old)",
+            v.rejected_positions
+        ));
+    }
     if s.stats.bad_signatures > 0 || s.stats.unsigned_in > 0 {
         line.push_str(&format!(
             " | bad signature {} unsigned {}",

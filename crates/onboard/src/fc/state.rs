@@ -157,6 +157,52 @@ pub struct VehicleState {
     pub height_above_ground: Option<Stamped<HeightAboveGround>>,
     /// From GPS_GLOBAL_ORIGIN: the EKF origin ODOMETRY is relative to.
     pub ekf_origin: Option<Stamped<EkfOrigin>>,
+    /// GLOBAL_POSITION_INT messages ignored ([`implausible_position`]): impossible coordinates, or stamped
+    /// long before the autopilot's clock (a replayed or delayed message). Such a message never becomes
+    /// [`Self::global_position`], so it never anchors anything.
+    pub rejected_positions: u64,
+}
+
+/// How far a GLOBAL_POSITION_INT's `time_boot_ms` may lag the autopilot's boot clock (SYSTEM_TIME, advanced by
+/// the time since it came) before the message counts as old: generous for a slow radio link, far below the
+/// seconds a replayed message lags.
+pub const MAX_POSITION_LAG: Duration = Duration::from_secs(2);
+
+/// SYSTEM_TIME older than this is no reference for a position's timestamp (the autopilot may have rebooted).
+const CLOCK_REFERENCE_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// Why a GLOBAL_POSITION_INT cannot be the vehicle's position, if it cannot: latitude or longitude out of
+/// range, exactly (0, 0) (what autopilots send before they have a position), or a `time_boot_ms` more than
+/// [`MAX_POSITION_LAG`] behind the autopilot's clock as SYSTEM_TIME gives it (when it came in the last
+/// [`CLOCK_REFERENCE_MAX_AGE`]).
+pub fn implausible_position(
+    lat_e7: i32,
+    lon_e7: i32,
+    time_boot_ms: u32,
+    clock: Option<&Stamped<SystemTime>>,
+    now: Instant,
+) -> Option<String> {
+    if !(-900_000_000..=900_000_000).contains(&lat_e7)
+        || !(-1_800_000_000..=1_800_000_000).contains(&lon_e7)
+    {
+        return Some(format!(
+            "coordinates out of range (lat {:.7}°, lon {:.7}°)",
+            f64::from(lat_e7) * 1e-7,
+            f64::from(lon_e7) * 1e-7
+        ));
+    }
+    if lat_e7 == 0 && lon_e7 == 0 {
+        return Some("no position (0, 0)".into());
+    }
+    let clock = clock.filter(|c| c.age(now) <= CLOCK_REFERENCE_MAX_AGE)?;
+    let autopilot_now_ms = u64::from(clock.value.boot_ms) + clock.age(now).as_millis() as u64;
+    let lag_ms = autopilot_now_ms.saturating_sub(u64::from(time_boot_ms));
+    (lag_ms > MAX_POSITION_LAG.as_millis() as u64).then(|| {
+        format!(
+            "stamped {:.1} s before the autopilot's clock (time_boot_ms {time_boot_ms})",
+            lag_ms as f64 / 1000.0
+        )
+    })
 }
 
 impl GpsRaw {
@@ -220,6 +266,22 @@ impl VehicleState {
                 });
             }
             MavMessage::GLOBAL_POSITION_INT(p) => {
+                if let Some(reason) = implausible_position(
+                    p.lat,
+                    p.lon,
+                    p.time_boot_ms,
+                    self.system_time.as_ref(),
+                    now,
+                ) {
+                    self.rejected_positions += 1;
+                    if self.rejected_positions.is_power_of_two() {
+                        log::warn!(
+                            "GLOBAL_POSITION_INT ignored: {reason} ({} ignored so far)",
+                            self.rejected_positions
+                        );
+                    }
+                    return false;
+                }
                 self.global_position = Some(Stamped {
                     value: GlobalPosition {
                         lat_deg: f64::from(p.lat) * 1e-7,
@@ -318,5 +380,60 @@ impl VehicleState {
             _ => return false,
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mavlink::dialects::ardupilotmega::{GLOBAL_POSITION_INT_DATA, SYSTEM_TIME_DATA};
+
+    use super::*;
+
+    fn position(lat: i32, lon: i32, time_boot_ms: u32) -> MavMessage {
+        MavMessage::GLOBAL_POSITION_INT(GLOBAL_POSITION_INT_DATA {
+            time_boot_ms,
+            lat,
+            lon,
+            ..GLOBAL_POSITION_INT_DATA::DEFAULT
+        })
+    }
+
+    fn clock(boot_ms: u32) -> MavMessage {
+        MavMessage::SYSTEM_TIME(SYSTEM_TIME_DATA {
+            time_unix_usec: 0,
+            time_boot_ms: boot_ms,
+        })
+    }
+
+    #[test]
+    fn impossible_or_old_positions_are_ignored_and_counted() {
+        let t0 = Instant::now();
+        let mut v = VehicleState::default();
+        // Without a clock reference, only the coordinates are judged.
+        assert!(v.apply(&position(447_000_000, -1_105_000_000, 5_000), 1, 1, t0));
+        for bad in [
+            position(900_000_001, 0, 5_000),
+            position(0, -1_800_000_001, 5_000),
+            position(i32::MIN, i32::MAX, 5_000),
+            position(0, 0, 5_000),
+        ] {
+            assert!(!v.apply(&bad, 1, 1, t0));
+        }
+        assert_eq!(v.rejected_positions, 4);
+        let kept = v.global_position.expect("the good position stays");
+        assert!((kept.value.lat_deg - 44.7).abs() < 1e-9);
+
+        // The autopilot's clock at 60 s, received 0.5 s ago: a position stamped 57.4 s is 3.1 s old.
+        assert!(v.apply(&clock(60_000), 1, 1, t0));
+        let now = t0 + Duration::from_millis(500);
+        assert!(!v.apply(&position(447_000_100, -1_105_000_000, 57_400), 1, 1, now));
+        assert_eq!(v.rejected_positions, 5);
+        // 1 s behind (a slow link) is fine; so is one stamped after the clock.
+        assert!(v.apply(&position(447_000_200, -1_105_000_000, 59_500), 1, 1, now));
+        assert!(v.apply(&position(447_000_300, -1_105_000_000, 61_000), 1, 1, now));
+        // A clock reference older than 10 s (the autopilot may have rebooted) judges nothing.
+        let later = t0 + Duration::from_secs(11);
+        assert!(v.apply(&position(447_000_400, -1_105_000_000, 1_000), 1, 1, later));
+        assert_eq!(v.rejected_positions, 5);
     }
 }
