@@ -12,7 +12,10 @@
 //!   come from it, on a clock shared with the simulated camera ([`Scenario::clock_origin`]);
 //! - lose GNSS in more windows ([`Scenario::gnss_lost_windows`], e.g. a flapping receiver);
 //! - drop the link ([`Scenario::link_drops`]): in those windows it sends nothing and ignores (drains without
-//!   recording) everything it receives, like a radio out of range.
+//!   recording) everything it receives, like a radio out of range;
+//! - be spoofed ([`Scenario::gnss_spoofs`]): its receiver keeps a healthy 3D fix on the spoofed position and
+//!   its EKF trusts it, so GPS_RAW_INT and GLOBAL_POSITION_INT both report the spoofed position and velocity
+//!   while the vehicle (the trajectory, which the simulated camera sees) flies on where it really is.
 
 use std::io::{self, Cursor};
 use std::net::{SocketAddr, UdpSocket};
@@ -80,6 +83,44 @@ pub struct Scenario {
     /// The parameters it answers PARAM_REQUEST_READ / _LIST / PARAM_SET with (shared: a test may change it
     /// while the autopilot runs); empty by default, so every read goes unanswered.
     pub params: ParamTable,
+    /// Windows in which GNSS is spoofed.
+    pub gnss_spoofs: Vec<GnssSpoof>,
+}
+
+/// What a GNSS spoofer does to the position the receiver (and the EKF that trusts it) reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spoof {
+    /// Drags: from the window's start the reported position moves away from the true one at `speed_mps`
+    /// towards `bearing_deg` (clockwise from north), and the reported velocity carries that drift.
+    Drag {
+        /// m/s.
+        speed_mps: f64,
+        /// Degrees clockwise from north.
+        bearing_deg: f64,
+    },
+    /// Jumps: the reported position is `offset_m` towards `bearing_deg` from the true one.
+    Jump {
+        /// Metres.
+        offset_m: f64,
+        /// Degrees clockwise from north.
+        bearing_deg: f64,
+    },
+    /// Replays: the reported position and velocity are the true ones of `delay_s` earlier.
+    Delay {
+        /// Seconds.
+        delay_s: f64,
+    },
+}
+
+/// A spoofer active from `start` to `end` after time zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GnssSpoof {
+    /// Start.
+    pub start: Duration,
+    /// End (exclusive).
+    pub end: Duration,
+    /// What it does.
+    pub spoof: Spoof,
 }
 
 impl Default for Scenario {
@@ -100,6 +141,7 @@ impl Default for Scenario {
             gnss_lost_windows: Vec::new(),
             link_drops: Vec::new(),
             params: ParamTable::default(),
+            gnss_spoofs: Vec::new(),
         }
     }
 }
@@ -116,6 +158,54 @@ impl Scenario {
     /// Whether the link is down at `t` after start.
     pub fn link_down(&self, t: Duration) -> bool {
         self.link_drops.iter().any(|(a, b)| t >= *a && t < *b)
+    }
+
+    /// The spoofer active at `t`, if any (the first whose window holds `t`).
+    pub fn spoof_at(&self, t: Duration) -> Option<&GnssSpoof> {
+        self.gnss_spoofs.iter().find(|w| t >= w.start && t < w.end)
+    }
+
+    /// What the receiver and the EKF report at `t`: position (degrees) and ground velocity north/east (m/s),
+    /// the true ones unless a spoofer is active.
+    pub fn reported(&self, t: Duration) -> ([f64; 2], [f32; 2]) {
+        let truth = |t: Duration| (self.position(t), self.velocity(t));
+        let Some(w) = self.spoof_at(t) else {
+            return truth(t);
+        };
+        let towards = |metres: f64, bearing_deg: f64| {
+            let b = bearing_deg.to_radians();
+            (metres * b.cos(), metres * b.sin())
+        };
+        match w.spoof {
+            Spoof::Delay { delay_s } => truth(t.saturating_sub(Duration::from_secs_f64(delay_s))),
+            Spoof::Jump {
+                offset_m,
+                bearing_deg,
+            } => {
+                let ([lat, lon], v) = truth(t);
+                let (n, e) = towards(offset_m, bearing_deg);
+                let (lat, lon) = vimgeo_onboard::geodesy::offset_lat_lon(lat, lon, n, e);
+                ([lat, lon], v)
+            }
+            Spoof::Drag {
+                speed_mps,
+                bearing_deg,
+            } => {
+                let ([lat, lon], [vn, ve]) = truth(t);
+                let dragged_s = (t - w.start).as_secs_f64();
+                let (n, e) = towards(speed_mps * dragged_s, bearing_deg);
+                let (lat, lon) = vimgeo_onboard::geodesy::offset_lat_lon(lat, lon, n, e);
+                let (dn, de) = towards(speed_mps, bearing_deg);
+                ([lat, lon], [vn + dn as f32, ve + de as f32])
+            }
+        }
+    }
+
+    /// True ground velocity north/east at `t` after start, m/s.
+    fn velocity(&self, t: Duration) -> [f32; 2] {
+        self.trajectory.as_ref().map_or(self.vel_ne_mps, |tr| {
+            tr.state(t.as_secs_f64()).vel_ne_mps.map(|v| v as f32)
+        })
     }
 
     /// Position at `t` after start, degrees.
@@ -329,9 +419,10 @@ fn heartbeat(scenario: &Scenario) -> MavMessage {
 
 fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
     let boot_ms = t.as_millis() as u32;
-    let [lat, lon] = scenario.position(t);
+    let ([lat, lon], [rep_vn, rep_ve]) = scenario.reported(t);
     let e7 = |d: f64| (d * 1e7).round() as i32;
-    let gnss = scenario.gnss_ok(t);
+    // A spoofer is a signal: the receiver locks on to it even where the real one is jammed.
+    let gnss = scenario.gnss_ok(t) || scenario.spoof_at(t).is_some();
     let truth = scenario
         .trajectory
         .as_ref()
@@ -364,8 +455,8 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
             lon: e7(lon),
             alt: (scenario.alt_msl_m * 1000.0) as i32,
             relative_alt: (height_agl_m * 1000.0) as i32,
-            vx: (vn * 100.0) as i16,
-            vy: (ve * 100.0) as i16,
+            vx: (rep_vn * 100.0) as i16,
+            vy: (rep_ve * 100.0) as i16,
             vz: 0,
             hdg: 0,
         }),
@@ -434,4 +525,111 @@ fn telemetry(scenario: &Scenario, t: Duration) -> Vec<MavMessage> {
         }));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vimgeo_onboard::geodesy::offset_ne_m;
+
+    /// The GLOBAL_POSITION_INT and GPS_RAW_INT of `telemetry` at `t`: position (degrees), velocity (m/s), and
+    /// the receiver's fix type and satellites.
+    fn reported(scenario: &Scenario, t: Duration) -> ([f64; 2], [f64; 2], [f64; 2], u8, u8) {
+        let mut position = None;
+        let mut receiver = None;
+        for m in telemetry(scenario, t) {
+            match m {
+                MavMessage::GLOBAL_POSITION_INT(p) => {
+                    position = Some((
+                        [f64::from(p.lat) * 1e-7, f64::from(p.lon) * 1e-7],
+                        [f64::from(p.vx) / 100.0, f64::from(p.vy) / 100.0],
+                    ));
+                }
+                MavMessage::GPS_RAW_INT(g) => {
+                    receiver = Some((
+                        [f64::from(g.lat) * 1e-7, f64::from(g.lon) * 1e-7],
+                        g.fix_type as u8,
+                        g.satellites_visible,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let (p, v) = position.unwrap();
+        let (r, fix, sats) = receiver.unwrap();
+        (p, v, r, fix, sats)
+    }
+
+    fn spoofed(spoof: Spoof) -> Scenario {
+        Scenario {
+            vel_ne_mps: [5.0, 0.0],
+            gnss_spoofs: vec![GnssSpoof {
+                start: Duration::from_secs(10),
+                end: Duration::from_secs(40),
+                spoof,
+            }],
+            ..Scenario::default()
+        }
+    }
+
+    /// Metres north and east of the true position at `t`.
+    fn off(scenario: &Scenario, t: Duration, p: [f64; 2]) -> (f64, f64) {
+        let [lat, lon] = scenario.position(t);
+        offset_ne_m(lat, lon, p[0], p[1])
+    }
+
+    #[test]
+    fn a_spoofed_receiver_stays_healthy_and_the_ekf_follows_it() {
+        let drag = spoofed(Spoof::Drag {
+            speed_mps: 1.0,
+            bearing_deg: 90.0,
+        });
+        // Before the window: the truth.
+        let (p, v, _, _, _) = reported(&drag, Duration::from_secs(5));
+        let (n, e) = off(&drag, Duration::from_secs(5), p);
+        assert!(n.abs() < 0.05 && e.abs() < 0.05, "{n} {e}");
+        assert!((v[0] - 5.0).abs() < 0.011 && v[1].abs() < 0.011);
+        // 20 s into a 1 m/s drag east: 20 m east, the velocity carries the drift, the receiver is healthy.
+        let t = Duration::from_secs(30);
+        let (p, v, r, fix, sats) = reported(&drag, t);
+        let (n, e) = off(&drag, t, p);
+        assert!(n.abs() < 0.05 && (e - 20.0).abs() < 0.05, "{n} {e}");
+        assert!(
+            (v[0] - 5.0).abs() < 0.011 && (v[1] - 1.0).abs() < 0.011,
+            "{v:?}"
+        );
+        assert_eq!(p, r, "GPS_RAW_INT reports the spoofed position too");
+        assert!(fix >= GpsFixType::GPS_FIX_TYPE_3D_FIX as u8 && sats >= 10);
+        // After the window: the truth again.
+        let (p, _, _, _, _) = reported(&drag, Duration::from_secs(45));
+        let (n, e) = off(&drag, Duration::from_secs(45), p);
+        assert!(n.abs() < 0.05 && e.abs() < 0.05, "{n} {e}");
+
+        let jump = spoofed(Spoof::Jump {
+            offset_m: 50.0,
+            bearing_deg: 180.0,
+        });
+        let (p, _, _, _, _) = reported(&jump, Duration::from_secs(11));
+        let (n, e) = off(&jump, Duration::from_secs(11), p);
+        assert!((n + 50.0).abs() < 0.05 && e.abs() < 0.05, "{n} {e}");
+
+        // A replay 4 s late at 5 m/s north: 20 m behind.
+        let delay = spoofed(Spoof::Delay { delay_s: 4.0 });
+        let (p, _, _, _, _) = reported(&delay, Duration::from_secs(20));
+        let (n, e) = off(&delay, Duration::from_secs(20), p);
+        assert!((n + 20.0).abs() < 0.05 && e.abs() < 0.05, "{n} {e}");
+    }
+
+    #[test]
+    fn a_spoofer_is_received_where_the_real_signal_is_jammed() {
+        let mut s = spoofed(Spoof::Jump {
+            offset_m: 30.0,
+            bearing_deg: 0.0,
+        });
+        s.gnss_lost_at = Some(Duration::ZERO);
+        let (_, _, _, fix, _) = reported(&s, Duration::from_secs(5));
+        assert!(fix < GpsFixType::GPS_FIX_TYPE_2D_FIX as u8);
+        let (_, _, _, fix, _) = reported(&s, Duration::from_secs(15));
+        assert!(fix >= GpsFixType::GPS_FIX_TYPE_3D_FIX as u8);
+    }
 }

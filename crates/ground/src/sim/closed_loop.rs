@@ -644,6 +644,18 @@ fn fault_report(
                 ),
             )
         }
+        FaultKind::GnssSpoof { .. } => (
+            has_text("GNSS inconsistent"),
+            format!(
+                "STATUSTEXT \"GNSS inconsistent\" {} (vimgeo has no GNSS integrity check yet: a spoofed GNSS \
+                 that stays healthy anchors the localizer and stops publishing)",
+                if has_text("GNSS inconsistent") {
+                    "received"
+                } else {
+                    "not received"
+                }
+            ),
+        ),
     };
     FaultReport {
         kind: fault.kind.name().to_owned(),
@@ -1193,6 +1205,17 @@ mod live {
                 _ => None,
             }),
             link_drops: windows(&|k| matches!(k, FaultKind::LinkDrop).then_some(0.0)),
+            gnss_spoofs: scenario
+                .faults
+                .iter()
+                .filter_map(|f| match f.kind {
+                    FaultKind::GnssSpoof { spoof } => {
+                        let (start, end) = f.window.durations();
+                        Some(autopilot::GnssSpoof { start, end, spoof })
+                    }
+                    _ => None,
+                })
+                .collect(),
             ..autopilot::Scenario::default()
         };
         let autopilot = FakeAutopilot::spawn(ap_scenario, link_addr)

@@ -39,11 +39,13 @@
 //! restored_at_s = 80.0
 //! [[fault]]
 //! kind = "wrong_attitude"            # camera_stall | dropped_frames | corrupt_frames | link_drop
-//! start_s = 40.0                     #   | gnss_flapping | wrong_attitude
+//! start_s = 40.0                     #   | gnss_flapping | wrong_attitude | gnss_spoof
 //! duration_s = 5.0
 //! roll_deg = 25.0                    # wrong_attitude: roll_deg, pitch_deg, yaw_deg
 //!                                    # dropped_frames / corrupt_frames: probability (default 0.5)
 //!                                    # gnss_flapping: period_s (default 1.0)
+//!                                    # gnss_spoof: mode = "drag" (speed_mps, bearing_deg), "jump"
+//!                                    #   (offset_m, bearing_deg) or "delay" (delay_s); bearing default 90
 //! [run]
 //! duration_s = 95.0
 //! seed = 7
@@ -56,6 +58,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::sim::appearance::{Appearance, AppearancePreset};
+pub use crate::sim::autopilot::Spoof;
 use vimgeo_onboard::config_file::{self, ConfigFile, ConfigFileError, EngineName};
 use vimgeo_onboard::data::DataDir;
 use vimgeo_onboard::encoder::EngineChoice;
@@ -322,6 +325,20 @@ pub enum FaultName {
     GnssFlapping,
     /// [`FaultKind::WrongAttitude`].
     WrongAttitude,
+    /// [`FaultKind::GnssSpoof`].
+    GnssSpoof,
+}
+
+/// `[[fault]] mode` of a `gnss_spoof`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoofMode {
+    /// [`Spoof::Drag`].
+    Drag,
+    /// [`Spoof::Jump`].
+    Jump,
+    /// [`Spoof::Delay`].
+    Delay,
 }
 
 /// One `[[fault]]`.
@@ -344,6 +361,17 @@ pub struct RawFault {
     pub pitch_deg: Option<f64>,
     /// wrong_attitude: heading error, degrees.
     pub yaw_deg: Option<f64>,
+    /// gnss_spoof: what the spoofer does.
+    pub mode: Option<SpoofMode>,
+    /// gnss_spoof drag: how fast the reported position moves away from the true one, m/s (0.3-5 is the
+    /// slow drag an attacker uses; up to 50 accepted).
+    pub speed_mps: Option<f64>,
+    /// gnss_spoof jump: how far the reported position is from the true one, metres.
+    pub offset_m: Option<f64>,
+    /// gnss_spoof drag or jump: towards where, degrees clockwise from north (default 90, east).
+    pub bearing_deg: Option<f64>,
+    /// gnss_spoof delay: how late the replayed position is, seconds.
+    pub delay_s: Option<f64>,
 }
 
 /// `[run]`.
@@ -478,6 +506,11 @@ pub enum FaultKind {
         /// Roll, pitch, yaw error, degrees.
         error_deg: [f64; 3],
     },
+    /// The autopilot's GNSS is spoofed: its receiver stays healthy and its EKF follows the spoofer.
+    GnssSpoof {
+        /// What the spoofer does.
+        spoof: Spoof,
+    },
 }
 
 impl FaultKind {
@@ -490,6 +523,7 @@ impl FaultKind {
             FaultKind::LinkDrop => "link_drop",
             FaultKind::GnssFlapping { .. } => "gnss_flapping",
             FaultKind::WrongAttitude { .. } => "wrong_attitude",
+            FaultKind::GnssSpoof { .. } => "gnss_spoof",
         }
     }
 }
@@ -814,6 +848,48 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
                 }
                 FaultKind::WrongAttitude { error_deg }
             }
+            FaultName::GnssSpoof => {
+                let mode = rf
+                    .mode
+                    .ok_or_else(|| cf.invalid(&section, "mode", "missing: drag, jump or delay"))?;
+                let bearing_deg = rf.bearing_deg.unwrap_or(90.0);
+                if !bearing_deg.is_finite() {
+                    return Err(cf.invalid(&section, "bearing_deg", "is not a number"));
+                }
+                let within = |key: &str, v: Option<f64>, max: f64| {
+                    let v = v.ok_or_else(|| {
+                        cf.invalid(&section, key, format!("missing for a {mode:?} spoof"))
+                    })?;
+                    if v.is_finite() && v > 0.0 && v <= max {
+                        Ok(v)
+                    } else {
+                        Err(cf.invalid(&section, key, format!("is {v}; it must be in (0, {max}]")))
+                    }
+                };
+                let spoof = match mode {
+                    SpoofMode::Drag => {
+                        allowed = &["mode", "speed_mps", "bearing_deg"];
+                        Spoof::Drag {
+                            speed_mps: within("speed_mps", rf.speed_mps, 50.0)?,
+                            bearing_deg,
+                        }
+                    }
+                    SpoofMode::Jump => {
+                        allowed = &["mode", "offset_m", "bearing_deg"];
+                        Spoof::Jump {
+                            offset_m: within("offset_m", rf.offset_m, 10_000.0)?,
+                            bearing_deg,
+                        }
+                    }
+                    SpoofMode::Delay => {
+                        allowed = &["mode", "delay_s"];
+                        Spoof::Delay {
+                            delay_s: within("delay_s", rf.delay_s, 600.0)?,
+                        }
+                    }
+                };
+                FaultKind::GnssSpoof { spoof }
+            }
         };
         // A parameter that the kind does not take is a mistake in the file, not something to ignore.
         for (key, set) in [
@@ -822,6 +898,11 @@ fn resolve(raw: RawScenario, file: &Path, data: &DataDir) -> Result<Scenario, Sc
             ("roll_deg", rf.roll_deg.is_some()),
             ("pitch_deg", rf.pitch_deg.is_some()),
             ("yaw_deg", rf.yaw_deg.is_some()),
+            ("mode", rf.mode.is_some()),
+            ("speed_mps", rf.speed_mps.is_some()),
+            ("offset_m", rf.offset_m.is_some()),
+            ("bearing_deg", rf.bearing_deg.is_some()),
+            ("delay_s", rf.delay_s.is_some()),
         ] {
             if set && !allowed.contains(&key) {
                 return Err(cf.invalid(
@@ -1059,6 +1140,63 @@ pitch_deg = -20
     }
 
     #[test]
+    fn gnss_spoofs_parse_and_refuse_what_their_mode_does_not_take() {
+        let fault = |body: &str| {
+            parse(&format!(
+                "{MINIMAL}[[fault]]\nkind = \"gnss_spoof\"\nstart_s = 20\nduration_s = 30\n{body}"
+            ))
+        };
+        let s = fault("mode = \"drag\"\nspeed_mps = 1.5\n").unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::GnssSpoof {
+                spoof: Spoof::Drag {
+                    speed_mps: 1.5,
+                    bearing_deg: 90.0
+                }
+            }
+        );
+        let s = fault("mode = \"jump\"\noffset_m = 80\nbearing_deg = 200\n").unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::GnssSpoof {
+                spoof: Spoof::Jump {
+                    offset_m: 80.0,
+                    bearing_deg: 200.0
+                }
+            }
+        );
+        let s = fault("mode = \"delay\"\ndelay_s = 3\n").unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::GnssSpoof {
+                spoof: Spoof::Delay { delay_s: 3.0 }
+            }
+        );
+        let e = fault("speed_mps = 1\n").unwrap_err().to_string();
+        assert!(e.contains("[fault 1] mode: missing"), "{e}");
+        let e = fault("mode = \"drag\"\n").unwrap_err().to_string();
+        assert!(e.contains("[fault 1] speed_mps: missing"), "{e}");
+        let e = fault("mode = \"drag\"\nspeed_mps = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[fault 1] speed_mps: is -1"), "{e}");
+        let e = fault("mode = \"delay\"\ndelay_s = 2\nbearing_deg = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[fault 1] bearing_deg: a gnss_spoof fault takes no"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{MINIMAL}[[fault]]\nkind = \"camera_stall\"\nstart_s = 1\nduration_s = 1\nmode = \"drag\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a camera_stall fault takes no mode"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_file_section_and_key() {
         let e = parse(&MINIMAL.replace("speed_mps = 5.0", "speed_mps = 0.0")).unwrap_err();
         assert_eq!(
@@ -1082,7 +1220,7 @@ pitch_deg = -20
             e.to_string(),
             "/x/sim/scenarios/test.toml: [fault 1] kind: unknown variant `meteor`, expected one of \
              `camera_stall`, `dropped_frames`, `corrupt_frames`, `link_drop`, `gnss_flapping`, \
-             `wrong_attitude` (line 10, column 8)"
+             `wrong_attitude`, `gnss_spoof` (line 10, column 8)"
         );
         let e = parse(&format!(
             "{MINIMAL}[gnss]\nlost_at_s = 5\nrestored_at_s = 4\n"
