@@ -5,6 +5,8 @@
 //!   [`GnssMonitor`] (healthy / degraded / denied with hysteresis), sends our HEARTBEAT at 1 Hz, asks for
 //!   missing streams, announces verdict changes with STATUSTEXT, and publishes [`Fix`](crate::fix::Fix)es
 //!   according to the [`PublishPolicy`]: GPS_INPUT to ArduPilot, GLOBAL_POSITION_SENSOR to PX4, or ODOMETRY.
+//! - [`integrity`]: the GNSS consistency check (GNSS against the camera's position; not wired into the link
+//!   yet, see its documentation).
 //! - [`messages`]: the pure builders of every message we send, and their bytes.
 //! - [`signing`]: MAVLink 2 signing of what we send and verification of what we receive, when
 //!   [`LinkConfig::signing_key`] names a key file (format in [`signing`]).
@@ -14,6 +16,7 @@
 
 mod error;
 mod gnss;
+pub mod integrity;
 mod link;
 pub mod messages;
 pub mod params;
