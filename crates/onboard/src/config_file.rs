@@ -1,6 +1,6 @@
 //! TOML configuration files: reading, the error type naming file / `[section]` key, value checks and path
 //! resolution shared by the onboard configuration ([`crate::pipeline::OnboardConfig`]) and the simulation
-//! scenario ([`crate::sim::scenario::Scenario`]).
+//! scenario (the ground crate's `vimgeo_ground::sim::scenario::Scenario`).
 //!
 //! Both follow the same two steps: [`read`] and [`parse`] turn the file into its `Raw…` serde struct (unknown
 //! keys refused by the struct's `deny_unknown_fields`, names of choices by serde enums, each missing key

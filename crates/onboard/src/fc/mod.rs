@@ -32,8 +32,9 @@ pub use link::{FcLink, LinkConfig, LinkSnapshot, LinkStats, PublishOutcome, Publ
 pub use messages::{EkfOrigin, GpsInputConfig, DEFAULT_COMPONENT_ID};
 pub use signing::SigningKey;
 pub use state::{
-    Attitude, Autopilot, AutopilotKind, EkfStatus, GlobalPosition, GpsRaw, HeightAboveGround,
-    Stamped, SysStatus, SystemTime, VehicleState,
+    implausible_position, Attitude, Autopilot, AutopilotKind, EkfStatus, GlobalPosition, GpsRaw,
+    HeightAboveGround, Stamped, SysStatus, SystemTime, VehicleState, CLOCK_REFERENCE_MAX_AGE,
+    MAX_POSITION_LAG,
 };
 pub use transport::{open as open_transport, LinkAddress, Transport};
 

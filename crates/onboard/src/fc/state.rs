@@ -169,7 +169,7 @@ pub struct VehicleState {
 pub const MAX_POSITION_LAG: Duration = Duration::from_secs(2);
 
 /// SYSTEM_TIME older than this is no reference for a position's timestamp (the autopilot may have rebooted).
-const CLOCK_REFERENCE_MAX_AGE: Duration = Duration::from_secs(10);
+pub const CLOCK_REFERENCE_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// Why a GLOBAL_POSITION_INT cannot be the vehicle's position, if it cannot: latitude or longitude out of
 /// range, exactly (0, 0) (what autopilots send before they have a position), or a `time_boot_ms` more than
